@@ -4,6 +4,7 @@
 
     QrngError
     ├── PacketError            a packet was refused; ``reason`` is its metric label (DESIGN §3)
+    ├── PoolFullError          valid packet, but no room under ``discard``; not consumed (507)
     ├── EntropyExhaustedError  the pool holds fewer bytes than asked (P4: 503, never padding)
     └── ConfigError            invalid configuration; ``str()`` is one line for the operator
 
@@ -53,6 +54,10 @@ class PacketError(QrngError):
         super().__init__(f"{reason}: {detail}")
         self.reason: RejectReason = reason
         self.detail = detail
+
+
+class PoolFullError(QrngError):
+    """The pool has no room under ``discard``: the packet was verified but not consumed."""
 
 
 class EntropyExhaustedError(QrngError):

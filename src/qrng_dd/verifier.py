@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from qrng_dd import packet as wire
-from qrng_dd.errors import PacketError
+from qrng_dd.errors import PacketError, PoolFullError
 
 
 @dataclass(slots=True)
@@ -75,11 +75,15 @@ class PacketVerifier:
         self._started_us = int(clock() * 1_000_000)
         self.sources: dict[str, SourceState] = {}
 
-    def verify(self, raw: bytes) -> Accepted:
+    def verify(self, raw: bytes, admit: Callable[[wire.Packet], bool] | None = None) -> Accepted:
         """Run every check on an encoded packet and record it as accepted.
+
+        ``admit`` is asked last, after decryption: when it says no, the packet is not
+        recorded, so the identical packet may be sent again later (the pool was full).
 
         Raises:
             PacketError: with the reason label of the first check that failed.
+            PoolFullError: ``admit`` declined the packet.
         """
         body_bytes, tag = wire.open_frame(raw)
         self._key.verify_tag(body_bytes, tag)
@@ -99,6 +103,8 @@ class PacketVerifier:
         if state is not None and body.seq <= state.last_seq:
             raise PacketError("replay", f"seq {body.seq} is not above {state.last_seq}")
         opened = wire.open_body(body, self._key)
+        if admit is not None and not admit(opened):
+            raise PoolFullError("no room in the pool; send this packet again later")
         gap = 0
         if state is None:
             state = self.sources[body.source] = SourceState(body.seq, body.ts_us, now)

@@ -1,0 +1,1 @@
+"""The external side: verified ingest, the entropy pool, and the API that serves it."""

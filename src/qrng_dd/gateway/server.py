@@ -1,0 +1,137 @@
+"""Running the gateway: uvicorn on one event loop, the UDP receiver beside it.
+
+One process, one loop: the pool lives in this process's memory and nowhere else (P6), and
+every route, the UDP receiver and the MCP mount share it without locks. The gateway opens
+listening sockets only; nothing in it connects anywhere (P1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+
+from qrng_dd import logs
+from qrng_dd.config import GatewaySettings, load
+from qrng_dd.gateway.app import create_app
+from qrng_dd.gateway.service import EntropyService
+from qrng_dd.gateway.udp import open_socket, start_udp
+
+log = structlog.get_logger("qrng_dd.gateway")
+
+
+def build_app(service: EntropyService) -> Starlette:
+    """The ASGI app with its lifespan (UDP receiver) and, if enabled, the MCP mount."""
+    settings = service.settings
+    extra: list[Any] = []
+    mcp_lifespan = None
+    if settings.mcp_enabled:
+        from qrng_dd.mcp_server import mount_in_gateway
+
+        route, mcp_lifespan = mount_in_gateway(service)
+        extra.append(route)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            address = settings.udp_address
+            if address is not None:
+                transport = await start_udp(service, open_socket(*address))
+                stack.callback(transport.close)
+            if mcp_lifespan is not None:
+                await stack.enter_async_context(mcp_lifespan())
+            log.info(
+                "gateway_started",
+                gateway_id=settings.gateway_id,
+                buffer_bytes=settings.buffer_size,
+                policy=settings.buffer_overflow_policy,
+                api_keys=len(settings.api_keys),
+                udp=settings.udp_listen,
+                mcp=settings.mcp_enabled,
+            )
+            yield
+            log.info("gateway_stopping", bytes_pooled=service.pool.available)
+
+    return create_app(service, extra_routes=extra, lifespan=lifespan)
+
+
+def uvicorn_config(app: Starlette, settings: GatewaySettings) -> uvicorn.Config:
+    """uvicorn settings: TLS 1.2+ when configured, client certificates when a CA is given."""
+    options: dict[str, Any] = {}
+    if settings.tls_cert_file is not None:
+        options["ssl_certfile"] = str(settings.tls_cert_file)
+        options["ssl_keyfile"] = str(settings.tls_key_file)
+        if settings.tls_client_ca_file is not None:
+            options["ssl_ca_certs"] = str(settings.tls_client_ca_file)
+            options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        **options,
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; binding first lets callers learn an ephemeral port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class GatewayServer:
+    """A gateway that can run inside an existing event loop (the demo, the tests)."""
+
+    def __init__(self, settings: GatewaySettings, service: EntropyService | None = None) -> None:
+        self.settings = settings
+        self.service = service or EntropyService(settings)
+        self.app = build_app(self.service)
+        self.config = uvicorn_config(self.app, settings)
+        self.server = uvicorn.Server(self.config)
+        self.socket = bind(settings.host, settings.port)
+        self.port: int = self.socket.getsockname()[1]
+
+    async def serve(self) -> None:
+        await self.server.serve(sockets=[self.socket])
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+
+def _patch_tls(config: uvicorn.Config) -> None:
+    """Prefer TLS 1.3 and refuse anything below 1.2."""
+    if config.is_ssl:
+        config.load()
+        assert config.ssl is not None
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+
+
+def run_gateway(config_file: Path | None) -> int:
+    """``qrng-dd gateway``. Raises: ConfigError (printed as one line by the CLI)."""
+    settings = load(GatewaySettings, config_file=config_file)
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        server = GatewayServer(settings)
+    except OSError as err:
+        print(f"qrng-dd gateway: cannot listen on {settings.host}:{settings.port}: {err}")
+        return 1
+    _patch_tls(server.config)
+    anyio.run(server.serve)
+    return 0

@@ -1,0 +1,283 @@
+"""The gateway's core, independent of HTTP: ingest, pool, derivations, status.
+
+The REST routes, the UDP listener and the in-process MCP server all call this one object, so
+every way in is verified the same way (P2) and every way out draws from the same pool with
+the same accounting (P3).
+
+Everything here is synchronous and runs on the gateway's single event loop: a call runs to
+completion without interleaving, which is what makes a :class:`~qrng_dd.pool.Draw` atomic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from qrng_dd import derive
+from qrng_dd.config import GatewaySettings
+from qrng_dd.errors import REJECT_REASONS, PacketError
+from qrng_dd.metrics import GatewayMetrics
+from qrng_dd.packet import Packet, decode_telemetry
+from qrng_dd.pool import EntropyPool
+from qrng_dd.verifier import PacketVerifier
+
+log = structlog.get_logger("qrng_dd.gateway")
+
+HEALTHY_FILL = 30.0
+DEGRADED_FILL = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What became of one accepted packet."""
+
+    source: str
+    telemetry: bool
+    accepted_bytes: int
+    dropped_bytes: int
+    gap: int
+
+
+@dataclass(slots=True)
+class Telemetry:
+    """The latest statistics one collector sent, and when they arrived."""
+
+    stats: dict[str, Any]
+    received: float
+
+
+class EntropyService:
+    """Pool, verifier and metrics of one gateway."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        metrics: GatewayMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.started = clock()
+        self.pool = EntropyPool(settings.buffer_size, settings.buffer_overflow_policy)
+        self.verifier = PacketVerifier(
+            settings.packet_key(),
+            settings.gateway_id,
+            ttl_s=settings.packet_ttl_s,
+            skew_s=settings.max_clock_skew_s,
+            clock=clock,
+        )
+        self.metrics = metrics or GatewayMetrics()
+        self.telemetry: dict[str, Telemetry] = {}
+        self.metrics.watch(self.pool, self.started, self._telemetry_stats)
+        self.requests_served = 0
+        self.rejected = dict.fromkeys(REJECT_REASONS, 0)
+        self._refusal_window: dict[str, tuple[int, int]] = {}
+        self.last_packet_at: float | None = None
+        self._last_forget = self.started
+
+    def _log_refusal(self, err: PacketError, transport: str) -> None:
+        # Every refusal is counted; the log gets the first of each reason per second plus a
+        # count of the rest, so a flood of garbage datagrams cannot flood the log too.
+        now = self.clock()
+        second, suppressed = self._refusal_window.get(err.reason, (0, 0))
+        if int(now) == second:
+            self._refusal_window[err.reason] = (second, suppressed + 1)
+            return
+        self._refusal_window[err.reason] = (int(now), 0)
+        log.warning(
+            "packet_refused",
+            reason=err.reason,
+            detail=err.detail,
+            transport=transport,
+            suppressed_since_last=suppressed,
+        )
+
+    def _telemetry_stats(self) -> dict[str, dict[str, Any]]:
+        return {source: t.stats for source, t in self.telemetry.items()}
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    def _admit(self, packet: Packet) -> bool:
+        # Under "discard", a data packet that would find no room at all is not consumed:
+        # the collector keeps it and resends the identical packet later (same seq), so a
+        # full pool loses no entropy. Telemetry is always admitted.
+        return packet.telemetry or self.pool.policy != "discard" or self.pool.free > 0
+
+    def ingest(self, raw: bytes, transport: str = "http") -> IngestResult:
+        """Verify one encoded packet and pool its bytes (or record its telemetry).
+
+        Raises:
+            PacketError: refused; counted under its reason and logged.
+            PoolFullError: valid, but no room under ``discard``; not consumed.
+        """
+        try:
+            # Only a pusher that can be told "507, later" keeps its packet; over UDP nobody can
+            # be told anything, so what does not fit is dropped and counted.
+            accepted = self.verifier.verify(raw, admit=self._admit if transport == "http" else None)
+        except PacketError as err:
+            self.metrics.packets_rejected.labels(err.reason).inc()
+            self.rejected[err.reason] += 1
+            self._log_refusal(err, transport)
+            raise
+        packet = accepted.packet
+        now = self.clock()
+        self.last_packet_at = now
+        self.metrics.packets_accepted.labels(packet.source).inc()
+        if accepted.gap:
+            self.metrics.sequence_gaps.labels(packet.source).inc(accepted.gap)
+        if now - self._last_forget > 60:
+            self._last_forget = now
+            for source in self.verifier.forget_idle():
+                self.telemetry.pop(source, None)
+        if packet.telemetry:
+            try:
+                stats = decode_telemetry(packet.data)
+            except PacketError as err:
+                log.warning("telemetry_unreadable", source=packet.source, detail=err.detail)
+                stats = {}
+            self.telemetry[packet.source] = Telemetry(stats, now)
+            return IngestResult(packet.source, True, 0, 0, accepted.gap)
+        evicted_before = self.pool.evicted_total
+        kept = self.pool.add(packet.data)
+        dropped = len(packet.data) - kept
+        self.metrics.bytes_received.labels(packet.source).inc(len(packet.data))
+        if dropped:
+            self.metrics.bytes_dropped.labels("overflow").inc(dropped)
+        if evicted := self.pool.evicted_total - evicted_before:
+            self.metrics.bytes_dropped.labels("evicted").inc(evicted)
+        return IngestResult(packet.source, False, kept, dropped, accepted.gap)
+
+    # -- serving --------------------------------------------------------------------------
+
+    def _served(self, n: int) -> None:
+        self.requests_served += 1
+        self.metrics.bytes_served.inc(n)
+
+    def take(self, n: int) -> bytes:
+        """Exactly ``n`` pool bytes. Raises: EntropyExhaustedError (nothing taken)."""
+        data = self.pool.take(n)
+        self._served(n)
+        return data
+
+    def _derive(self, fn: Callable[[derive.Reader], Any]) -> Any:
+        draw = self.pool.draw()
+        result = fn(draw.read)  # raises EntropyExhaustedError before anything is removed
+        self._served(draw.commit())
+        return result
+
+    def integers(self, count: int, low: int, high: int) -> list[int]:
+        """Uniform integers. Raises: EntropyExhaustedError (nothing taken)."""
+        result: list[int] = self._derive(lambda read: derive.integers(read, count, low, high))
+        return result
+
+    def floats(self, count: int) -> list[float]:
+        """Floats in [0, 1). Raises: EntropyExhaustedError (nothing taken)."""
+        result: list[float] = self._derive(lambda read: derive.floats(read, count))
+        return result
+
+    def uuids(self, count: int) -> list[str]:
+        """Version-4 UUIDs. Raises: EntropyExhaustedError (nothing taken)."""
+        result: list[str] = self._derive(lambda read: derive.uuids(read, count))
+        return result
+
+    def monte_carlo(self, iterations: int) -> dict[str, object]:
+        """The seed's pi estimate over ``iterations`` points of 16 bytes."""
+        return derive.monte_carlo_pi(self.take(16 * iterations))
+
+    # -- status ---------------------------------------------------------------------------
+
+    def retry_after(self) -> int:
+        """Seconds a client should wait: collectors push every 100 ms by default."""
+        return 1
+
+    def _source_status(self, now: float) -> dict[str, Any]:
+        sources: dict[str, Any] = {}
+        for name, state in self.verifier.sources.items():
+            entry: dict[str, Any] = {
+                "last_seq": state.last_seq,
+                "last_packet_age_seconds": round(max(0.0, now - state.last_seen), 3),
+                "packets_accepted": state.accepted,
+                "sequence_gaps": state.gaps,
+                "restarts": state.restarts,
+                "loss_ratio": round(state.gaps / (state.gaps + state.accepted), 6)
+                if state.accepted
+                else 0.0,
+            }
+            t = self.telemetry.get(name)
+            if t is not None:
+                entry["telemetry_age_seconds"] = round(max(0.0, now - t.received), 3)
+                entry["appliances"] = t.stats.get("health", {})
+                entry["telemetry"] = t.stats
+            sources[name] = entry
+        return sources
+
+    def warnings(self, now: float | None = None) -> list[str]:
+        """Human-readable reasons this gateway is not at its best."""
+        now = self.clock() if now is None else now
+        out: list[str] = []
+        fill = self.pool.fill_percent
+        if fill < DEGRADED_FILL:
+            out.append(f"pool critically low: {fill:.1f}% full")
+        elif fill < HEALTHY_FILL:
+            out.append(f"pool low: {fill:.1f}% full")
+        down_after = 3 * self.settings.telemetry_interval_s
+        if self.last_packet_at is None:
+            out.append("no packet received yet")
+        elif now - self.last_packet_at > down_after:
+            out.append(f"link down: no packet for {now - self.last_packet_at:.0f} s")
+        for source, t in self.telemetry.items():
+            for appliance, state in _health_map(t.stats).items():
+                if state == "quarantined":
+                    out.append(f"source {source}/{appliance} is quarantined")
+            if t.stats.get("output_paused"):
+                out.append(f"collector {source} is not pushing: {t.stats.get('paused_reason')}")
+        return out
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body) for ``/health``: 503 only when unhealthy (< 10 % full)."""
+        fill = self.pool.fill_percent
+        if fill >= HEALTHY_FILL:
+            status = "healthy"
+        elif fill >= DEGRADED_FILL:
+            status = "degraded"
+        else:
+            status = "unhealthy"
+        body = {
+            "status": status,
+            "buffer_fill_percent": round(fill, 3),
+            "uptime_seconds": round(self.clock() - self.started, 3),
+            "warnings": self.warnings(),
+        }
+        return (503 if status == "unhealthy" else 200), body
+
+    def status(self) -> dict[str, Any]:
+        """The full ``/api/status`` document."""
+        now = self.clock()
+        _, health = self.health()
+        return {
+            "status": health["status"],
+            "gateway_id": self.settings.gateway_id,
+            "buffer_fill_percent": health["buffer_fill_percent"],
+            "buffer_bytes_available": self.pool.available,
+            "buffer_capacity_bytes": self.pool.capacity,
+            "buffer_overflow_policy": self.pool.policy,
+            "oldest_data_age_seconds": round(self.pool.oldest_age(), 3),
+            "uptime_seconds": health["uptime_seconds"],
+            "total_requests_served": self.requests_served,
+            "total_bytes_served": self.pool.taken_total,
+            "bytes_dropped": self.pool.dropped_total,
+            "bytes_evicted": self.pool.evicted_total,
+            "sources": self._source_status(now),
+            "rejected_packets": dict(self.rejected),
+            "warnings": health["warnings"],
+        }
+
+
+def _health_map(stats: dict[str, Any]) -> dict[str, str]:
+    health = stats.get("health")
+    return {str(k): str(v) for k, v in health.items()} if isinstance(health, dict) else {}
