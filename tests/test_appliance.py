@@ -1,0 +1,505 @@
+"""Tests for the Quantis-compatible appliance simulator (`qrng_dd.appliance`)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import numpy as np
+import pytest
+from starlette.applications import Starlette
+
+from qrng_dd import appliance
+from qrng_dd.appliance import (
+    MAX_STREAM_BYTES,
+    ApplianceAddress,
+    Faults,
+    TokenBucket,
+    add_arguments,
+    create_app,
+    generate_bytes,
+    run,
+    serve_appliance,
+)
+
+BASE = "http://appliance.test"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run the async tests on asyncio, the loop uvicorn serves on."""
+    return "asyncio"
+
+
+def _client(app: Starlette) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
+
+
+async def _get(faults: Faults, path: str, **params: Any) -> httpx.Response:
+    async with _client(create_app(faults)) as client:
+        return await client.get(path, params=params)
+
+
+def _one_fraction(data: bytes) -> float:
+    return float(np.unpackbits(np.frombuffer(data, dtype=np.uint8)).mean())
+
+
+class _FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the simulator's sleeps instead of sleeping, so delays are checked as numbers."""
+    recorded: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        recorded.append(delay)
+
+    # The simulator calls anyio.sleep at run time, so patching the module attribute reaches it.
+    monkeypatch.setattr(anyio, "sleep", fake_sleep)
+    return recorded
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", [1, 4096, 65537, MAX_STREAM_BYTES])
+async def test_streambytes_returns_exactly_the_requested_size(size: int) -> None:
+    """streambytes answers exactly `size` raw bytes as application/octet-stream."""
+    response = await _get(Faults(), "/api/2.0/streambytes", size=size)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert len(response.content) == size
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"size": ""},
+        {"size": "0"},
+        {"size": "-1"},
+        {"size": "abc"},
+        {"size": "1.5"},
+        {"size": " 5"},
+        {"size": "1_000"},
+        {"size": str(MAX_STREAM_BYTES + 1)},
+        {"size": "9" * 40},
+    ],
+)
+async def test_bad_sizes_are_answered_400_with_json(params: dict[str, str]) -> None:
+    """A missing, negative, malformed or huge size is a 400 with a JSON body, never a 500."""
+    response = await _get(Faults(), "/api/2.0/streambytes", **params)
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_request"
+    assert "size" in response.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_int_values_stay_in_range_and_cover_it() -> None:
+    """int returns `quantity` values within [min, max], every value of a small range seen."""
+    response = await _get(Faults(), "/api/2.0/int", min=-5, max=5, quantity=2000)
+    values = response.json()
+    assert response.status_code == 200
+    assert len(values) == 2000
+    assert set(values) == set(range(-5, 6))
+
+
+@pytest.mark.anyio
+async def test_int_accepts_the_full_32_bit_range() -> None:
+    """A full-range request (span 2**32) works instead of crashing on overflow."""
+    response = await _get(Faults(), "/api/2.0/int", min=-(2**31), max=2**31 - 1, quantity=1000)
+    values = response.json()
+    assert response.status_code == 200
+    assert all(-(2**31) <= v < 2**31 for v in values)
+    assert min(values) < 0 < max(values)
+
+
+@pytest.mark.anyio
+async def test_int_with_min_equal_max_returns_that_value() -> None:
+    """A one-value range is allowed for integers and returns only that value."""
+    response = await _get(Faults(), "/api/2.0/int", min=7, max=7, quantity=5)
+    assert response.json() == [7] * 5
+
+
+@pytest.mark.anyio
+async def test_short_values_stay_in_range() -> None:
+    """short returns values within [min, max] of the signed 16-bit range."""
+    response = await _get(Faults(), "/api/2.0/short", min=-32768, max=-32760, quantity=500)
+    values = response.json()
+    assert len(values) == 500
+    assert set(values) == set(range(-32768, -32759))
+
+
+@pytest.mark.anyio
+async def test_integer_defaults_give_one_non_negative_value() -> None:
+    """Without parameters, int returns one value in [0, 2**31 - 1]."""
+    values = (await _get(Faults(), "/api/2.0/int")).json()
+    assert len(values) == 1
+    assert 0 <= values[0] < 2**31
+
+
+@pytest.mark.anyio
+async def test_double_values_stay_in_the_half_open_range() -> None:
+    """double returns floats in [min, max)."""
+    response = await _get(Faults(), "/api/2.0/double", min=2.5, max=3.0, quantity=1000)
+    values = response.json()
+    assert len(values) == 1000
+    assert all(isinstance(v, float) and 2.5 <= v < 3.0 for v in values)
+
+
+@pytest.mark.anyio
+async def test_double_defaults_to_the_unit_interval() -> None:
+    """Without min and max, double values are in [0, 1)."""
+    values = (await _get(Faults(), "/api/2.0/double", quantity=100)).json()
+    assert all(0.0 <= v < 1.0 for v in values)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/2.0/int", {"min": 5, "max": 4}),
+        ("/api/2.0/int", {"max": 2**31}),
+        ("/api/2.0/int", {"min": -(2**31) - 1}),
+        ("/api/2.0/int", {"quantity": 0}),
+        ("/api/2.0/int", {"quantity": appliance.MAX_QUANTITY + 1}),
+        ("/api/2.0/short", {"max": 32768}),
+        ("/api/2.0/short", {"min": "x"}),
+        ("/api/2.0/double", {"min": 1.0, "max": 1.0}),
+        ("/api/2.0/double", {"min": "nan"}),
+        ("/api/2.0/double", {"max": "inf"}),
+        ("/api/2.0/double", {"max": "1e999"}),
+        ("/api/2.0/double", {"min": -1e308, "max": 1e308}),
+        ("/api/2.0/double", {"quantity": -1}),
+    ],
+)
+async def test_bad_number_parameters_are_answered_400(path: str, params: dict[str, Any]) -> None:
+    """Out-of-range or malformed min, max and quantity are a 400 with a JSON body."""
+    response = await _get(Faults(), path, **params)
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_request"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["/api/2.0/systeminfo", "/api/2.0/firmwareinfo"])
+async def test_info_routes_say_plainly_this_is_a_simulator(path: str) -> None:
+    """systeminfo and firmwareinfo state simulator, not quantum, bytes from os.urandom."""
+    info = (await _get(Faults(), path)).json()
+    assert info["simulator"] is True
+    assert info["quantum"] is False
+    assert "os.urandom" in info["entropy_source"]
+    assert "NOT a quantum" in info["notice"]
+
+
+@pytest.mark.anyio
+async def test_stuck_output_is_one_repeated_byte() -> None:
+    """With stuck set, every byte of the stream has the same value."""
+    response = await _get(Faults(stuck=True), "/api/2.0/streambytes", size=4096)
+    assert len(set(response.content)) == 1
+    assert len(response.content) == 4096
+
+
+@pytest.mark.anyio
+async def test_stuck_integers_repeat_one_value_or_fail_with_503() -> None:
+    """Under stuck, int answers one repeated value, or 503 if that value is always rejected."""
+    faults = Faults(stuck=True)
+    constant = await _get(faults, "/api/2.0/int", min=0, max=9, quantity=20)
+    assert len(set(constant.json())) == 1
+    # A stuck short draw is 0xA5A5 = 42405. A span of 40,000 accepts draws below 40,000 only,
+    # so the stuck value is rejected every round: the answer must be 503, not a made-up number.
+    rejected = await _get(faults, "/api/2.0/short", min=-32768, max=7231, quantity=1)
+    assert rejected.status_code == 503
+    assert rejected.json()["error"] == "source_failure"
+
+
+@pytest.mark.anyio
+async def test_bias_half_gives_clearly_more_one_bits() -> None:
+    """bias=0.5 makes about 75% of 64 KiB worth of bits ones; bias=0 stays near 50%."""
+    biased = await _get(Faults(bias=0.5), "/api/2.0/streambytes", size=65536)
+    fair = await _get(Faults(), "/api/2.0/streambytes", size=65536)
+    assert _one_fraction(biased.content) > 0.7
+    assert 0.48 < _one_fraction(fair.content) < 0.52
+
+
+def test_generate_bytes_keeps_exact_length_across_bias_chunks() -> None:
+    """Biased output has exactly n bytes, also past one chunk; bias=1 is all ones."""
+    n = appliance._BIAS_CHUNK + 3
+    assert len(generate_bytes(n, Faults(bias=0.2))) == n
+    assert generate_bytes(0, Faults(bias=0.2)) == b""
+    assert generate_bytes(16, Faults(bias=1.0)) == b"\xff" * 16
+
+
+@pytest.mark.anyio
+async def test_error_rate_one_answers_500_with_an_html_page() -> None:
+    """error_rate=1 fails every API request with a 500 HTML page, like a dead appliance."""
+    faults = Faults(error_rate=1.0)
+    for path in ["/api/2.0/streambytes?size=16", "/api/2.0/int", "/api/2.0/systeminfo"]:
+        async with _client(create_app(faults)) as client:
+            response = await client.get(path)
+        assert response.status_code == 500
+        assert response.headers["content-type"].startswith("text/html")
+        assert "<html>" in response.text
+
+
+@pytest.mark.anyio
+async def test_bad_parameters_are_400_even_under_error_rate_one() -> None:
+    """Validation comes before injected faults, so a client bug is never hidden by a 500."""
+    response = await _get(Faults(error_rate=1.0), "/api/2.0/streambytes", size=-1)
+    assert response.status_code == 400
+
+
+@pytest.mark.anyio
+async def test_control_endpoint_changes_faults_at_runtime() -> None:
+    """POST /sim/faults sets the given fields and leaves the rest; GET shows them."""
+    faults = Faults()
+    async with _client(create_app(faults)) as client:
+        posted = await client.post("/sim/faults", json={"stuck": True, "latency_ms": 0})
+        assert posted.status_code == 200
+        assert posted.json()["stuck"] is True
+        assert faults.stuck is True
+        stream = await client.get("/api/2.0/streambytes", params={"size": 64})
+        assert len(set(stream.content)) == 1
+        await client.post("/sim/faults", json={"stuck": False, "bias": 0.25, "max_bitrate": 8e6})
+        shown = (await client.get("/sim/faults")).json()
+    assert shown == {
+        "error_rate": 0.0,
+        "latency_ms": 0,
+        "stuck": False,
+        "bias": 0.25,
+        "max_bitrate": 8_000_000,
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"bias": 1.5},
+        {"bias": -0.1},
+        {"error_rate": "0.5"},
+        {"error_rate": True},
+        {"latency_ms": -1},
+        {"latency_ms": 1.5},
+        {"latency_ms": appliance.MAX_LATENCY_MS + 1},
+        {"max_bitrate": -8},
+        {"stuck": 1},
+        {"stuck": True, "colour": "red"},
+        {"stuck": True, "bias": 2},
+        [1, 2],
+        "stuck",
+    ],
+)
+async def test_control_endpoint_rejects_bad_values_and_changes_nothing(body: object) -> None:
+    """A bad control request is a 400 and no fault changes, not even the valid ones in it."""
+    faults = Faults()
+    async with _client(create_app(faults)) as client:
+        response = await client.post("/sim/faults", json=body)
+    assert response.status_code == 400
+    assert faults == Faults()
+
+
+@pytest.mark.anyio
+async def test_control_endpoint_with_an_empty_object_changes_nothing() -> None:
+    """POST {} is valid and answers the current faults unchanged."""
+    faults = Faults(bias=0.1)
+    async with _client(create_app(faults)) as client:
+        response = await client.post("/sim/faults", json={})
+    assert response.status_code == 200
+    assert response.json()["bias"] == 0.1
+    assert faults == Faults(bias=0.1)
+
+
+@pytest.mark.anyio
+async def test_control_endpoint_rejects_a_body_that_is_not_json() -> None:
+    """Non-JSON bytes on the control endpoint are a 400, not a 500."""
+    async with _client(create_app(Faults())) as client:
+        response = await client.post("/sim/faults", content=b"\xff{not json")
+    assert response.status_code == 400
+
+
+@pytest.mark.anyio
+async def test_mutating_faults_in_process_changes_the_running_app() -> None:
+    """The app reads the Faults object on each request, so in-process changes apply at once."""
+    faults = Faults()
+    async with _client(create_app(faults)) as client:
+        assert (await client.get("/api/2.0/int")).status_code == 200
+        faults.error_rate = 1.0
+        assert (await client.get("/api/2.0/int")).status_code == 500
+
+
+def test_create_app_refuses_bad_faults() -> None:
+    """A bad Faults value fails when the app is built, not on the first request."""
+    with pytest.raises(ValueError, match="bias must be between 0 and 1"):
+        create_app(Faults(bias=2.0))
+
+
+@pytest.mark.anyio
+async def test_latency_fault_sleeps_inside_the_handler(sleeps: list[float]) -> None:
+    """latency_ms is turned into a sleep of that many milliseconds per API request."""
+    await _get(Faults(latency_ms=250), "/api/2.0/streambytes", size=8)
+    assert sleeps == [0.25]
+
+
+@pytest.mark.anyio
+async def test_bitrate_cap_makes_a_large_request_wait(sleeps: list[float]) -> None:
+    """With an 8000 bit/s cap (800-bit burst), 1100 bytes wait for the missing 8000 bits."""
+    await _get(Faults(max_bitrate=8000), "/api/2.0/streambytes", size=1100)
+    assert sleeps == [pytest.approx(1.0)]
+
+
+def test_token_bucket_without_a_cap_never_waits() -> None:
+    """Rate 0 means no cap: any request is served at once."""
+    bucket = TokenBucket(clock=_FakeClock())
+    assert bucket.reserve(10**12, 0) == 0.0
+
+
+def test_token_bucket_serves_a_burst_then_makes_requests_wait() -> None:
+    """A fresh cap holds 100 ms of bits; beyond that each request waits for its own bits."""
+    clock = _FakeClock()
+    bucket = TokenBucket(clock=clock)
+    rate = 4_000_000
+    assert bucket.reserve(400_000, rate) == 0.0
+    assert bucket.reserve(400_000, rate) == pytest.approx(0.1)
+    # A second request queued behind the first waits for both.
+    assert bucket.reserve(400_000, rate) == pytest.approx(0.2)
+
+
+def test_token_bucket_refills_with_time_up_to_its_burst() -> None:
+    """Idle time pays back the debt and refills, but never beyond 100 ms of bits."""
+    clock = _FakeClock()
+    bucket = TokenBucket(clock=clock)
+    rate = 16_000_000
+    bucket.reserve(1_600_000 + 800_000, rate)  # 50 ms in debt
+    clock.now += 0.05
+    assert bucket.reserve(0, rate) == pytest.approx(0.0, abs=1e-9)
+    clock.now += 3600
+    assert bucket.reserve(1_600_000, rate) == 0.0
+    assert bucket.reserve(1_600_000, rate) == pytest.approx(0.1)
+
+
+def test_token_bucket_follows_a_rate_change() -> None:
+    """A new rate applies to the next request; turning the cap off and on starts full."""
+    clock = _FakeClock()
+    bucket = TokenBucket(clock=clock)
+    assert bucket.reserve(1_000, 1_000) == pytest.approx(0.9)
+    assert bucket.reserve(1_000, 2_000) == pytest.approx(0.95)
+    assert bucket.reserve(1_000, 0) == 0.0
+    assert bucket.reserve(100, 1_000) == 0.0
+
+
+def test_token_bucket_ignores_a_clock_that_goes_backwards() -> None:
+    """A clock step backwards refills nothing instead of draining the bucket."""
+    clock = _FakeClock()
+    bucket = TokenBucket(clock=clock)
+    bucket.reserve(800, 8_000)
+    clock.now -= 10
+    assert bucket.reserve(800, 8_000) == pytest.approx(0.1)
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cli_arguments_have_the_documented_defaults() -> None:
+    """Defaults are plain HTTP on 127.0.0.1:8443 with no faults (DESIGN §9)."""
+    args = _parse()
+    assert (args.host, args.port, args.tls) == ("127.0.0.1", 8443, False)
+    assert (args.error_rate, args.latency_ms, args.stuck, args.bias, args.max_bitrate) == (
+        0.0,
+        0,
+        False,
+        0.0,
+        0,
+    )
+    args = _parse("--tls", "--stuck", "--bias", "0.2", "--max-bitrate", "4000000")
+    assert (args.tls, args.stuck, args.bias, args.max_bitrate) == (True, True, 0.2, 4_000_000)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bias", "1.5"], "qrng-dd appliance: --bias must be between 0 and 1\n"),
+        (["--error-rate", "-0.1"], "qrng-dd appliance: --error-rate must be between 0 and 1\n"),
+        (["--latency-ms", "-1"], "qrng-dd appliance: --latency-ms must be between 0 and "),
+        (["--max-bitrate", "-1"], "qrng-dd appliance: --max-bitrate must be at least 0\n"),
+        (["--bias", "nan"], "qrng-dd appliance: --bias must be between 0 and 1\n"),
+    ],
+)
+def test_cli_refuses_bad_fault_values_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad option prints one line naming it and returns 2 without serving."""
+    assert run(_parse(*argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message)
+    assert err.count("\n") == 1
+
+
+def test_cli_reports_a_busy_port_and_returns_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """A port already in use is one clear line and exit status 1, not a traceback."""
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        assert run(_parse("--port", str(port))) == 1
+    assert capsys.readouterr().err.startswith(
+        f"qrng-dd appliance: cannot listen on 127.0.0.1:{port}"
+    )
+
+
+def _strict_context(cafile: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=cafile)
+    context.verify_flags |= ssl.VERIFY_X509_STRICT
+    return context
+
+
+@pytest.mark.anyio
+async def test_served_over_https_with_a_certificate_the_client_can_trust() -> None:
+    """serve_appliance(tls=True) on a free port answers over HTTPS, verified against its cert."""
+    ready = anyio.Event()
+    address = ApplianceAddress()
+    faults = Faults()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_serve_tls, faults, ready, address)
+            await ready.wait()
+            assert address.url == f"https://127.0.0.1:{address.port}"
+            assert address.cert_path is not None
+            cert_path: Path = address.cert_path
+            key_path = anyio.Path(cert_path.parent / "appliance-key.pem")
+            assert not await key_path.exists(), "the key must not stay on disk once loaded"
+            context = _strict_context(str(cert_path))
+            async with httpx.AsyncClient(base_url=address.url, verify=context) as client:
+                response = await client.get("/api/2.0/streambytes", params={"size": 1024})
+                posted = await client.post("/sim/faults", json={"stuck": True})
+                stuck = await client.get("/api/2.0/streambytes", params={"size": 32})
+            tg.cancel_scope.cancel()
+    assert response.status_code == 200
+    assert len(response.content) == 1024
+    assert posted.json()["stuck"] is True
+    assert len(set(stuck.content)) == 1
+    assert not await anyio.Path(cert_path).exists()
+
+
+async def _serve_tls(faults: Faults, ready: anyio.Event, address: ApplianceAddress) -> None:
+    await serve_appliance("127.0.0.1", 0, tls=True, faults=faults, ready=ready, address=address)
+
+
+def test_self_signed_key_file_is_private(tmp_path: Path) -> None:
+    """The generated private key is readable by its owner only."""
+    _, key_path = appliance.generate_self_signed(tmp_path)
+    assert key_path.stat().st_mode & 0o077 == 0
