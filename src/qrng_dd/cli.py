@@ -51,10 +51,10 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(port=args.port)
 
 
-def _add_appliance(parser: argparse.ArgumentParser) -> None:
-    from qrng_dd import appliance
+def _mcp(args: argparse.Namespace) -> int:
+    from qrng_dd import mcp_server
 
-    appliance.add_arguments(parser)
+    return mcp_server.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         command(name, run, text).add_argument(
             "--config", type=Path, metavar="FILE", help="YAML file; the environment wins"
         )
-    _add_appliance(command("appliance", _appliance, "run the Quantis-compatible simulator"))
+    from qrng_dd import appliance
+
+    appliance.add_arguments(command("appliance", _appliance, "run the Quantis simulator"))
+    try:
+        from qrng_dd import mcp_server
+    except ImportError:  # pragma: no cover - the module ships with the package
+        pass
+    else:
+        mcp_server.add_arguments(command("mcp", _mcp, "serve the MCP tools (stdio or HTTP)"))
     demo = command("demo", _demo, "simulator, collector and gateway in one process")
     demo.add_argument("--port", type=int, default=7764, help="gateway port (default 7764)")
     keygen = command("keygen", _keygen, "print a fresh HMAC key (or API key)")

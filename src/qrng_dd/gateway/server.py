@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,20 +96,39 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to its embedder (the demo handles Ctrl-C)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class GatewayServer:
     """A gateway that can run inside an existing event loop (the demo, the tests)."""
 
-    def __init__(self, settings: GatewaySettings, service: EntropyService | None = None) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        service: EntropyService | None = None,
+        *,
+        handle_signals: bool = True,
+    ) -> None:
         self.settings = settings
         self.service = service or EntropyService(settings)
         self.app = build_app(self.service)
         self.config = uvicorn_config(self.app, settings)
-        self.server = uvicorn.Server(self.config)
+        _patch_tls(self.config)
+        self.server = (uvicorn.Server if handle_signals else _QuietServer)(self.config)
         self.socket = bind(settings.host, settings.port)
         self.port: int = self.socket.getsockname()[1]
 
     async def serve(self) -> None:
         await self.server.serve(sockets=[self.socket])
+
+    @property
+    def started(self) -> bool:
+        return self.server.started
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -132,6 +151,5 @@ def run_gateway(config_file: Path | None) -> int:
     except OSError as err:
         print(f"qrng-dd gateway: cannot listen on {settings.host}:{settings.port}: {err}")
         return 1
-    _patch_tls(server.config)
     anyio.run(server.serve)
     return 0

@@ -1,0 +1,1 @@
+"""The internal side: fetch from appliances, test, mix, sign, encrypt and push out."""
