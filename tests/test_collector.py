@@ -1,0 +1,268 @@
+"""Collector pieces in process: sources, mixing, fan-out, at-most-once push."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import anyio
+import httpx
+import numpy as np
+import pytest
+
+from qrng_dd import packet as wire
+from qrng_dd.collector.service import Collector, backoff_delay
+from qrng_dd.collector.sources import FileSource, QuantisSource, SourceError
+from qrng_dd.config import CollectorSettings, load
+from qrng_dd.health import SourceState
+from qrng_dd.mixing import mix
+
+HMAC = "cd" * 32
+
+
+def _settings(**extra: str) -> CollectorSettings:
+    env = {
+        "QRNG_HMAC_SECRET_KEY": HMAC,
+        "QRNG_APPLIANCE_URLS": "http://a.test:8443,http://b.test:8443",
+        "QRNG_GATEWAY_PUSH_URL": "http://gw.test/push",
+        "QRNG_FETCH_SIZE": "4096",
+    }
+    env.update(extra)
+    return load(CollectorSettings, env)
+
+
+def _appliances(behaviour: dict[str, str]) -> httpx.AsyncClient:
+    """A fake pair of appliances: each host answers good bytes, stuck bytes or errors."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        size = int(request.url.params["size"])
+        mode = behaviour.get(request.url.host, "good")
+        if mode == "good":
+            return httpx.Response(200, content=os.urandom(size),
+                                  headers={"content-type": "application/octet-stream"})  # fmt: skip
+        if mode == "stuck":
+            return httpx.Response(200, content=b"\xa5" * size,
+                                  headers={"content-type": "application/octet-stream"})  # fmt: skip
+        return httpx.Response(500, text="<html>boom</html>", headers={"content-type": "text/html"})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+@pytest.mark.anyio
+async def test_quantis_source_accepts_raw_bytes_and_json_arrays() -> None:
+    """Both answer shapes of the appliance API give exactly the bytes asked for."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/2.0/streambytes"
+        n = int(request.url.params["size"])
+        if request.url.host == "json.test":
+            return httpx.Response(200, json=list(range(n)))
+        return httpx.Response(
+            200, content=bytes(n), headers={"content-type": "application/octet-stream"}
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        assert await QuantisSource("http://raw.test", client).fetch(8) == bytes(8)
+        assert await QuantisSource("https://json.test/", client).fetch(4) == bytes([0, 1, 2, 3])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, text="<html>error</html>", headers={"content-type": "text/html"}),
+        httpx.Response(200, content=b"short", headers={"content-type": "application/octet-stream"}),
+        httpx.Response(503, content=b"x" * 16),
+        httpx.Response(200, json=[1, 2, 300, 4]),
+        httpx.Response(200, json={"not": "bytes"}),
+        httpx.Response(200, content=b"[1,2", headers={"content-type": "application/json"}),
+    ],
+)
+async def test_quantis_source_refuses_anything_but_exact_bytes(response: httpx.Response) -> None:
+    """HTML pages, short answers, errors and bad JSON are errors, never entropy."""
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: response)) as client:
+        with pytest.raises(SourceError):
+            await QuantisSource("http://a.test", client).fetch(4)
+
+
+@pytest.mark.anyio
+async def test_quantis_source_reports_connection_errors() -> None:
+    """An unreachable appliance is a SourceError naming it."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(SourceError, match=r"a\.test"):
+            await QuantisSource("http://a.test", client).fetch(4)
+
+
+@pytest.mark.anyio
+async def test_file_source_reads_exactly_and_refuses_short_files(tmp_path: Path) -> None:
+    """A device or file gives n bytes, or an error when it has fewer."""
+    f = tmp_path / "rng"
+    f.write_bytes(b"0123456789")
+    assert await FileSource(f.as_uri()).fetch(4) == b"0123"
+    with pytest.raises(SourceError, match="short read"):
+        await FileSource(f.as_uri()).fetch(11)
+    with pytest.raises(SourceError):
+        await FileSource((tmp_path / "missing").as_uri()).fetch(1)
+
+
+def test_xor_mixing_is_bytewise_and_truncates_to_the_shortest() -> None:
+    """XOR of two batches; one batch passes through unchanged."""
+    a, b = os.urandom(64), os.urandom(80)
+    expected = bytes(x ^ y for x, y in zip(a, b, strict=False))
+    assert mix([a, b], "xor") == expected
+    assert mix([a], "xor") == a
+    assert mix([], "xor") == b""
+
+
+def test_hkdf_mixing_gives_one_block_out_per_block_in() -> None:
+    """HKDF output has each source's length (in whole blocks) and depends on every source."""
+    a, b = os.urandom(96), os.urandom(96)
+    out = mix([a, b], "hkdf")
+    assert len(out) == 96
+    assert out != mix([a, os.urandom(96)], "hkdf")
+    with pytest.raises(ValueError, match="unknown"):
+        mix([a], "and")  # type: ignore[arg-type]
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    """Full jitter stays under the exponential envelope and the cap."""
+    for attempt in range(40):
+        assert 0 <= backoff_delay(attempt, base=0.1, cap=5) <= min(5, 0.1 * 2**attempt)
+
+
+@pytest.mark.anyio
+async def test_a_stuck_appliance_is_quarantined_and_never_mixed() -> None:
+    """With one stuck and one good source, output equals the good source's bytes only."""
+    seen: dict[str, bytes] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        size = int(request.url.params["size"])
+        data = b"\xa5" * size if request.url.host == "b.test" else os.urandom(size)
+        seen[request.url.host] = data
+        return httpx.Response(
+            200, content=data, headers={"content-type": "application/octet-stream"}
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        collector = Collector(_settings(), appliance_client=client)
+        outputs = [await collector.fetch_round() for _ in range(3)]
+    good, stuck = collector.slots
+    assert stuck.monitor.state is SourceState.QUARANTINED
+    assert good.monitor.state is SourceState.HEALTHY
+    # After start-up, rounds carry the good source's bytes alone: nothing of the stuck one.
+    assert outputs[-1] == seen["a.test"]
+    assert collector.contributing == 1
+    await collector._push_client.aclose()
+
+
+@pytest.mark.anyio
+async def test_too_few_healthy_sources_pause_the_output_and_say_so() -> None:
+    """QRNG_MIN_SOURCES=2 with one failing source: no output, and the reason is reported."""
+    async with _appliances({"b.test": "error"}) as client:
+        collector = Collector(_settings(QRNG_MIN_SOURCES="2"), appliance_client=client)
+        for _ in range(3):
+            assert await collector.fetch_round() == b""
+    telemetry = collector.telemetry(collector.targets[0])
+    assert telemetry["output_paused"] is True
+    assert "1 of 2 sources healthy" in telemetry["paused_reason"]
+    assert telemetry["fetch_errors"]["b.test:8443"] >= 1
+    await collector._push_client.aclose()
+
+
+@pytest.mark.anyio
+async def test_split_fan_out_gives_each_gateway_different_bytes() -> None:
+    """Each mixed batch goes whole to one outbox; no byte is queued twice."""
+    settings = _settings(QRNG_GATEWAY_PUSH_URL="g0=http://g0.test/push,g1=http://g1.test/push")
+    async with _appliances({}) as client:
+        collector = Collector(settings, appliance_client=client)
+        for _ in range(6):
+            collector.distribute(await collector.fetch_round())
+    boxes = [bytes(b.data) for b in collector.outboxes.values()]
+    assert all(boxes)
+    blocks = [set(box[i : i + 16] for i in range(0, len(box), 16)) for box in boxes]
+    assert not blocks[0] & blocks[1]
+    await collector._push_client.aclose()
+
+
+def _push_recorder(statuses: list[int]) -> tuple[httpx.AsyncClient, list[bytes]]:
+    """A fake gateway answering the given statuses in turn, recording every body."""
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        code = statuses[min(len(bodies) - 1, len(statuses) - 1)]
+        return httpx.Response(code, json={"detail": "x"})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler)), bodies
+
+
+async def _push_once(statuses: list[int]) -> tuple[Collector, list[bytes]]:
+    client, bodies = _push_recorder(statuses)
+    settings = _settings(QRNG_TELEMETRY_INTERVAL_S="3600")
+    collector = Collector(settings, push_client=client)
+    target = collector.targets[0]
+    stop, done = anyio.Event(), anyio.Event()
+    collector.outboxes[target.gateway_id].add(os.urandom(1000))
+    stop.set()  # send what is queued, then return
+    with anyio.fail_after(10):
+        await collector.http_sender(target, stop, done)
+    await collector._appliance_client.aclose()
+    await client.aclose()
+    return collector, [b for b in bodies if not _is_telemetry(b)]
+
+
+def _is_telemetry(raw: bytes) -> bool:
+    return bool(wire.parse_body(wire.open_frame(raw)[0]).flags & wire.FLAG_TELEMETRY)
+
+
+@pytest.mark.anyio
+async def test_a_retry_resends_the_identical_packet() -> None:
+    """After 503 and 507, the same bytes go out under the same seq and id."""
+    collector, bodies = await _push_once([503, 507, 200])
+    assert len(bodies) == 3
+    assert bodies[0] == bodies[1] == bodies[2]
+    assert collector.pushed["gateway"] == 1000
+
+
+@pytest.mark.anyio
+async def test_a_replay_answer_counts_as_delivered_and_is_not_resent() -> None:
+    """409 means an earlier attempt got through: delivered once, not pushed again."""
+    collector, bodies = await _push_once([409])
+    assert len(bodies) == 1
+    assert collector.pushed["gateway"] == 1000
+
+
+@pytest.mark.anyio
+async def test_a_refused_packet_is_dropped_and_counted_not_resent() -> None:
+    """A 401 (wrong key) drops the packet: its bytes never go out under a new seq."""
+    collector, bodies = await _push_once([401])
+    assert len(bodies) == 1
+    assert collector.pushed["gateway"] == 0
+    assert collector.dropped["refused"] == 1000
+
+
+def test_telemetry_carries_no_entropy_and_no_secret() -> None:
+    """Telemetry is counters and states: no key material."""
+    collector = Collector(_settings())
+    text = json.dumps(collector.telemetry(collector.targets[0]))
+    assert HMAC not in text
+    assert set(collector.telemetry(collector.targets[0])) >= {
+        "health", "fetch_errors", "sources_contributing", "sources_configured", "pushed_bytes",
+    }  # fmt: skip
+
+
+def test_packets_are_sequenced_per_target_from_the_start_time() -> None:
+    """Each target's seq starts at the start time in microseconds and counts up by one."""
+    settings = _settings(QRNG_GATEWAY_PUSH_URL="g0=http://g0.test/push,g1=http://g1.test/push")
+    collector = Collector(settings)
+    g0, g1 = collector.targets
+    key = settings.packet_key()
+    seqs = [wire.decode(collector._packet(t, b"x"), key).seq for t in (g0, g0, g1)]
+    start = int(collector.started * 1_000_000)
+    assert seqs == [start + 1, start + 2, start + 1]
+    assert np.all(np.diff(seqs[:2]) == 1)
