@@ -184,7 +184,7 @@ async def test_split_fan_out_gives_each_gateway_different_bytes() -> None:
             collector.distribute(await collector.fetch_round())
     boxes = [bytes(b.data) for b in collector.outboxes.values()]
     assert all(boxes)
-    blocks = [set(box[i : i + 16] for i in range(0, len(box), 16)) for box in boxes]
+    blocks = [{box[i : i + 16] for i in range(0, len(box), 16)} for box in boxes]
     assert not blocks[0] & blocks[1]
     await collector._push_client.aclose()
 
