@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import shlex
@@ -11,7 +10,6 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 
