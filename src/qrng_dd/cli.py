@@ -51,6 +51,18 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(port=args.port)
 
 
+def _test_source(args: argparse.Namespace) -> int:
+    from qrng_dd import testsource  # noqa: PLC0415
+
+    return testsource.run(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from qrng_dd import bench  # noqa: PLC0415
+
+    return bench.run(args)
+
+
 def _mcp(args: argparse.Namespace) -> int:
     from qrng_dd import mcp_server
 
@@ -87,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         mcp_server.add_arguments(command("mcp", _mcp, "serve the MCP tools (stdio or HTTP)"))
+    from qrng_dd import testsource  # noqa: PLC0415
+
+    testsource.add_arguments(
+        command("test-source", _test_source, "health tests and a randomness report of a source")
+    )
+    try:
+        from qrng_dd import bench  # noqa: PLC0415
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        bench.add_arguments(command("bench", _bench, "benchmarks on loopback (make bench)"))
     demo = command("demo", _demo, "simulator, collector and gateway in one process")
     demo.add_argument("--port", type=int, default=7764, help="gateway port (default 7764)")
     keygen = command("keygen", _keygen, "print a fresh HMAC key (or API key)")
