@@ -576,3 +576,33 @@ async def test_a_rate_limited_key_is_a_tool_error() -> None:
     assert limited, "no call was rate limited"
     assert all("Rate limited by the gateway" in _text(r) for r in limited)
     assert all("Retry in" in _text(r) for r in limited)
+
+
+@pytest.mark.anyio
+async def test_the_gateway_mount_charges_the_gateways_rate_limit() -> None:
+    """MCP requests on /mcp draw on the same per-key bucket as REST: the second is a 429."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route as StarletteRoute
+
+    from qrng_dd.mcp_server import _Guard
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    key = "k" * 20
+    settings = load(
+        GatewaySettings,
+        {"QRNG_HMAC_SECRET_KEY": "ab" * 32, "QRNG_API_KEYS": key,
+         "QRNG_RATE_LIMIT": "1", "QRNG_RATE_BURST": "1"},
+    )  # fmt: skip
+    service = EntropyService(settings)
+    guard = _Guard(inner, tokens=[key], limiter=lambda k: service.limiter.check(k))
+    app = Starlette(routes=[StarletteRoute("/mcp", endpoint=guard, methods=["POST"])])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        assert (await client.post("/mcp", headers=headers)).status_code == 200
+        second = await client.post("/mcp", headers=headers)
+    assert second.status_code == 429
+    assert second.headers["retry-after"] == "1"

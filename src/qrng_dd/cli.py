@@ -52,13 +52,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _test_source(args: argparse.Namespace) -> int:
-    from qrng_dd import testsource  # noqa: PLC0415
+    from qrng_dd import testsource
 
     return testsource.run(args)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from qrng_dd import bench  # noqa: PLC0415
+    from qrng_dd import bench
 
     return bench.run(args)
 
@@ -99,13 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         mcp_server.add_arguments(command("mcp", _mcp, "serve the MCP tools (stdio or HTTP)"))
-    from qrng_dd import testsource  # noqa: PLC0415
+    from qrng_dd import testsource
 
     testsource.add_arguments(
         command("test-source", _test_source, "health tests and a randomness report of a source")
     )
     try:
-        from qrng_dd import bench  # noqa: PLC0415
+        from qrng_dd import bench
     except ImportError:  # pragma: no cover
         pass
     else:

@@ -565,8 +565,10 @@ class _Guard:
         tokens: Sequence[str],
         allowed_origins: Sequence[str] = (),
         query_param: str | None = None,
+        limiter: Callable[[str], int] | None = None,
     ) -> None:
         self.app = app
+        self._limiter = limiter
         self._tokens = [token.encode() for token in tokens]
         self._origins = tuple(allowed_origins)
         self._query_param = query_param
@@ -600,15 +602,25 @@ class _Guard:
             detail = "this Origin may not use the MCP endpoint (see QRNG_MCP_ALLOWED_ORIGINS)"
             await _problem(send, 403, "Forbidden", detail)
             return
-        if self._tokens and not self._authorized(self._presented(scope, headers)):
+        presented = self._presented(scope, headers)
+        if self._tokens and not self._authorized(presented):
             await _problem(
                 send, 401, "Unauthorized", "a valid Authorization: Bearer token is required"
             )
             return
+        if self._limiter is not None and (wait := self._limiter(presented)):
+            # The gateway's own per-key buckets: MCP requests count like REST requests.
+            await _problem(
+                send, 429, "Too many requests", f"rate limit for this key; retry in {wait} s",
+                retry_after=wait,
+            )  # fmt: skip
+            return
         await self.app(scope, receive, send)
 
 
-async def _problem(send: Send, status: int, title: str, detail: str) -> None:
+async def _problem(
+    send: Send, status: int, title: str, detail: str, *, retry_after: int | None = None
+) -> None:
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
     headers = [
         (b"content-type", b"application/problem+json"),
@@ -616,6 +628,8 @@ async def _problem(send: Send, status: int, title: str, detail: str) -> None:
     ]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body.encode()})
 
@@ -661,7 +675,12 @@ def mount_in_gateway(
         max_request_body_size=MAX_BODY_BYTES,
     )
     manager = server.session_manager
-    guard = _Guard(manager.handle_request, tokens=service.settings.api_keys, query_param="api_key")
+    guard = _Guard(
+        manager.handle_request,
+        tokens=service.settings.api_keys,
+        query_param="api_key",
+        limiter=lambda key: service.limiter.check(key),
+    )
     return Route(MCP_PATH, endpoint=guard), manager.run
 
 

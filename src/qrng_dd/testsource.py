@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if not MIN_BYTES <= args.bytes <= MAX_BYTES:
         print(f"qrng-dd test-source: --bytes must be {MIN_BYTES}..{MAX_BYTES}", file=sys.stderr)
         return 2
-    if not 0 < args.claimed_entropy_bits <= 8:  # noqa: PLR2004
+    if not 0 < args.claimed_entropy_bits <= 8:
         print("qrng-dd test-source: --claimed-entropy-bits must be in (0, 8]", file=sys.stderr)
         return 2
     try:

@@ -32,7 +32,6 @@ from qrng_dd.gateway.openapi import DOCS_HTML, openapi_document
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.logs import fingerprint
 from qrng_dd.packet import MAX_PACKET_BYTES
-from qrng_dd.ratelimit import RateLimiter
 
 log = structlog.get_logger("qrng_dd.gateway.http")
 
@@ -111,7 +110,7 @@ class GatewayApp:
         settings = service.settings
         self._keys = [key.encode() for key in settings.api_keys]
         self._fingerprints = {key: fingerprint(key) for key in settings.api_keys}
-        self.limiter = RateLimiter(settings.rate_limit, settings.burst, settings.byte_rate_limit)
+        self.limiter = service.limiter
         self._access_log = settings.access_log
         self._max_bytes = settings.max_request_bytes
         self._counters: dict[tuple[str, int], Any] = {}
@@ -285,9 +284,16 @@ class GatewayApp:
 
     async def push(self, request: Request, key: str) -> Response:
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_PACKET_BYTES):
-            raise Problem(413, "Packet refused", "oversize: body is over the packet limit")
-        raw = await _read_limited(request, MAX_PACKET_BYTES)
+        try:
+            if declared is not None and (
+                not declared.isdigit() or int(declared) > MAX_PACKET_BYTES
+            ):
+                raise PacketError("oversize", "Content-Length is over the packet limit")
+            raw = await _read_limited(request, MAX_PACKET_BYTES)
+        except PacketError as err:
+            # Refused before ingest ever sees it, but counted all the same (DESIGN §3).
+            self.service.refuse(err, "http")
+            raise Problem(413, "Packet refused", f"oversize: {err.detail}") from None
         try:
             result = self.service.ingest(raw, "http")
         except PacketError as err:
@@ -336,13 +342,17 @@ class GatewayApp:
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it passes ``limit`` (never buffered whole)."""
+    """The request body, refused as soon as it passes ``limit`` (never buffered whole).
+
+    Raises:
+        PacketError: ``oversize``.
+    """
     parts: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise Problem(413, "Packet refused", f"oversize: body is over {limit} bytes")
+            raise PacketError("oversize", f"body is over {limit} bytes")
         parts.append(chunk)
     return b"".join(parts)
 

@@ -23,6 +23,7 @@ from qrng_dd.errors import REJECT_REASONS, PacketError
 from qrng_dd.metrics import GatewayMetrics
 from qrng_dd.packet import Packet, decode_telemetry
 from qrng_dd.pool import EntropyPool
+from qrng_dd.ratelimit import RateLimiter
 from qrng_dd.verifier import PacketVerifier
 
 log = structlog.get_logger("qrng_dd.gateway")
@@ -72,6 +73,9 @@ class EntropyService:
             clock=clock,
         )
         self.metrics = metrics or GatewayMetrics()
+        # Per-key buckets live here, not in the HTTP layer, so the REST routes and the MCP
+        # mount draw on the same budget.
+        self.limiter = RateLimiter(settings.rate_limit, settings.burst, settings.byte_rate_limit)
         self.telemetry: dict[str, Telemetry] = {}
         self.metrics.watch(self.pool, self.started, self._telemetry_stats)
         self.requests_served = 0
@@ -102,6 +106,12 @@ class EntropyService:
 
     # -- ingest ---------------------------------------------------------------------------
 
+    def refuse(self, err: PacketError, transport: str) -> None:
+        """Count and log a refusal, also one found before :meth:`ingest` (an oversize body)."""
+        self.metrics.packets_rejected.labels(err.reason).inc()
+        self.rejected[err.reason] += 1
+        self._log_refusal(err, transport)
+
     def _admit(self, packet: Packet) -> bool:
         # Under "discard", a data packet that would find no room at all is not consumed:
         # the collector keeps it and resends the identical packet later (same seq), so a
@@ -120,9 +130,7 @@ class EntropyService:
             # be told anything, so what does not fit is dropped and counted.
             accepted = self.verifier.verify(raw, admit=self._admit if transport == "http" else None)
         except PacketError as err:
-            self.metrics.packets_rejected.labels(err.reason).inc()
-            self.rejected[err.reason] += 1
-            self._log_refusal(err, transport)
+            self.refuse(err, transport)
             raise
         packet = accepted.packet
         now = self.clock()
