@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import httpx
 import numpy as np
 import pytest
@@ -206,11 +207,11 @@ async def _push_once(statuses: list[int]) -> tuple[Collector, list[bytes]]:
     settings = _settings(QRNG_TELEMETRY_INTERVAL_S="3600")
     collector = Collector(settings, push_client=client)
     target = collector.targets[0]
-    stop, done = anyio.Event(), anyio.Event()
+    fetched, done = anyio.Event(), anyio.Event()
     collector.outboxes[target.gateway_id].add(os.urandom(1000))
-    stop.set()  # send what is queued, then return
+    fetched.set()  # send what is queued, then return
     with anyio.fail_after(10):
-        await collector.http_sender(target, stop, done)
+        await collector.http_sender(target, fetched, done)
     await collector._appliance_client.aclose()
     await client.aclose()
     return collector, [b for b in bodies if not _is_telemetry(b)]
@@ -266,3 +267,39 @@ def test_packets_are_sequenced_per_target_from_the_start_time() -> None:
     start = int(collector.started * 1_000_000)
     assert seqs == [start + 1, start + 2, start + 1]
     assert np.all(np.diff(seqs[:2]) == 1)
+
+
+@pytest.mark.anyio
+async def test_the_final_flush_sends_the_bytes_of_the_round_in_flight_at_stop() -> None:
+    """SIGTERM during a fetch: that round's output is still pushed, nothing expires."""
+    stop = anyio.Event()
+    rounds = 0
+
+    async def appliance(request: httpx.Request) -> httpx.Response:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 3:
+            stop.set()  # the signal arrives while this fetch is in flight ...
+            for _ in range(5):  # ... and the senders get to run before it completes
+                await anyio.lowlevel.checkpoint()
+        size = int(request.url.params["size"])
+        return httpx.Response(200, content=os.urandom(size),
+                              headers={"content-type": "application/octet-stream"})  # fmt: skip
+
+    pushed: list[bytes] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        if not _is_telemetry(request.content):
+            pushed.append(request.content)
+        return httpx.Response(200, json={})
+
+    collector = Collector(
+        _settings(QRNG_APPLIANCE_URLS="http://a.test:8443", QRNG_FETCH_INTERVAL_MS="1"),
+        appliance_client=httpx.AsyncClient(transport=httpx.MockTransport(appliance)),
+        push_client=httpx.AsyncClient(transport=httpx.MockTransport(gateway)),
+    )
+    with anyio.fail_after(20):
+        await collector.run(stop)
+    assert rounds == 3
+    assert collector.pushed["gateway"] == 3 * 4096
+    assert collector.dropped == {"buffer_full": 0, "refused": 0, "expired": 0}

@@ -334,14 +334,16 @@ class Collector:
         self.metrics.dropped.labels(reason).inc(n)
 
     async def _next_payload(
-        self, target: PushTarget, size: int, stop: anyio.Event, clock: dict[str, float]
+        self, target: PushTarget, size: int, fetched: anyio.Event, clock: dict[str, float]
     ) -> tuple[bytes, bool] | None:
         """The next thing to send to ``target``: ``(data, is_telemetry)``, or ``None`` once
-        stopping with nothing left. Telemetry goes out every interval, and at once at start.
+        fetching is over (``fetched`` is set) and nothing is left. Telemetry goes out every
+        interval, and at once at start. Waiting for the fetch loop to end, not merely for the
+        stop signal, is what lets the last round's bytes out in the final flush.
         """
         box = self.outboxes[target.gateway_id]
         while not box.data:
-            if stop.is_set():
+            if fetched.is_set():
                 return None
             if time.monotonic() >= clock["telemetry"]:
                 clock["telemetry"] = time.monotonic() + self.settings.telemetry_interval_s
@@ -349,22 +351,24 @@ class Collector:
             with anyio.move_on_after(max(0.0, clock["telemetry"] - time.monotonic())):
                 async with anyio.create_task_group() as tg:
 
-                    async def _wake_on_stop() -> None:
-                        await stop.wait()
+                    async def _wake_when_fetched() -> None:
+                        await fetched.wait()
                         tg.cancel_scope.cancel()
 
-                    tg.start_soon(_wake_on_stop)
+                    tg.start_soon(_wake_when_fetched)
                     await box.ready.wait()
                     tg.cancel_scope.cancel()
         return box.take(size), False
 
-    async def http_sender(self, target: PushTarget, stop: anyio.Event, done: anyio.Event) -> None:
+    async def http_sender(
+        self, target: PushTarget, fetched: anyio.Event, done: anyio.Event
+    ) -> None:
         """Push to one HTTP(S) gateway until ``done`` (set after the final flush)."""
         clock = {"telemetry": time.monotonic()}
         ttl_guard = 120.0  # well inside the gateway's default 300 s TTL
         attempt = 0
         while not done.is_set():
-            payload = await self._next_payload(target, HTTP_CHUNK, stop, clock)
+            payload = await self._next_payload(target, HTTP_CHUNK, fetched, clock)
             if payload is None:
                 return
             data, telemetry = payload
@@ -419,7 +423,7 @@ class Collector:
         )
         return "refused"
 
-    async def udp_sender(self, target: PushTarget, stop: anyio.Event, done: anyio.Event) -> None:
+    async def udp_sender(self, target: PushTarget, fetched: anyio.Event, done: anyio.Event) -> None:
         """Send datagrams to one UDP gateway, paced, never reading anything."""
         family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
         address = (target.host, target.port)
@@ -432,9 +436,12 @@ class Collector:
         budget_at = time.monotonic()  # when the pacer's budget is back to zero
         try:
             while not done.is_set():
-                payload = await self._next_payload(target, size, stop, clock)
+                payload = await self._next_payload(target, size, fetched, clock)
                 if payload is None:
-                    return
+                    # Stopping with an empty outbox, but the fetch round in flight may still
+                    # hand over its bytes: keep sending until the final flush is over.
+                    await self._outbox_or_done(target, done)
+                    continue
                 data, telemetry = payload
                 raw = self._packet(target, data, telemetry=telemetry)
                 now = time.monotonic()
@@ -455,6 +462,21 @@ class Collector:
         finally:
             sock.close()
 
+    async def _outbox_or_done(self, target: PushTarget, done: anyio.Event) -> None:
+        """Wait until ``target``'s outbox has bytes or ``done`` is set."""
+        box = self.outboxes[target.gateway_id]
+        if box.data or done.is_set():
+            return
+        async with anyio.create_task_group() as tg:
+
+            async def _wake_on_done() -> None:
+                await done.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(_wake_on_done)
+            await box.ready.wait()
+            tg.cancel_scope.cancel()
+
     # -- running ---------------------------------------------------------------------------
 
     async def write_textfile(self, stop: anyio.Event) -> None:
@@ -473,7 +495,8 @@ class Collector:
 
     async def run(self, stop: anyio.Event) -> None:
         """Run until ``stop``; then flush the outboxes for up to :data:`FLUSH_SECONDS`."""
-        done = anyio.Event()
+        fetched = anyio.Event()  # the fetch loop has returned: nothing more will be queued
+        done = anyio.Event()  # the final flush is over: senders give up on what is left
         log.info(
             "collector_started",
             collector_id=self.settings.collector_id,
@@ -487,9 +510,10 @@ class Collector:
             async with anyio.create_task_group() as tg:
                 for target in self.targets:
                     sender = self.udp_sender if target.scheme == "udp" else self.http_sender
-                    tg.start_soon(sender, target, stop, done)
+                    tg.start_soon(sender, target, fetched, done)
                 tg.start_soon(self.write_textfile, stop)
                 await self.fetch_loop(stop)
+                fetched.set()
                 with anyio.move_on_after(FLUSH_SECONDS):
                     for box in self.outboxes.values():
                         if box.data:
