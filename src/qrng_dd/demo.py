@@ -12,6 +12,7 @@ HMAC key is never printed.
 
 from __future__ import annotations
 
+import argparse
 import secrets
 import signal
 import sys
@@ -146,11 +147,20 @@ async def _demo(port: int) -> None:
         tg.cancel_scope.cancel()
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=7764, help="gateway port (default 7764)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``qrng-dd demo``."""
+    return run_demo(args.port)
+
+
 def run_demo(port: int = 7764) -> int:
     """``qrng-dd demo``."""
     logs.configure("console", "warning")
     try:
-        anyio.run(_demo, port)
+        anyio.run(_demo, port, backend_options={"use_uvloop": True})
     except OSError as err:
         print(f"qrng-dd demo: {err} (is port {port} in use? try --port)", file=sys.stderr)
         return 1

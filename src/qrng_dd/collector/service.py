@@ -30,6 +30,7 @@ Theory of operation (DESIGN §6):
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import socket
@@ -37,6 +38,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -588,7 +590,18 @@ def _loopback(url: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def run_collector(config_file: Any) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="YAML file (section collector:); env wins"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """``qrng-dd collector``."""
+    return run_collector(args.config)
+
+
+def run_collector(config_file: Path | None) -> int:
     """``qrng-dd collector``. Raises: ConfigError (printed as one line by the CLI)."""
     import signal
 
@@ -614,5 +627,5 @@ def run_collector(config_file: Any) -> int:
             await collector.run(stop)
             tg.cancel_scope.cancel()
 
-    anyio.run(main)
+    anyio.run(main, backend_options={"use_uvloop": True})
     return 0
