@@ -47,6 +47,13 @@ def _split_commas(value: object) -> object:
     return value
 
 
+def _check_id(value: str) -> str:
+    if not valid_id(value):
+        msg = "must be 1-64 characters of [A-Za-z0-9._-]"
+        raise ValueError(msg)
+    return value
+
+
 class _Base(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=PREFIX, extra="forbid", case_sensitive=False, hide_input_in_errors=True
@@ -185,13 +192,7 @@ class GatewaySettings(_Keyed):
 
     _split = field_validator("api_keys", mode="before")(_split_commas)
 
-    @field_validator("gateway_id")
-    @classmethod
-    def _check_id(cls, value: str) -> str:
-        if not valid_id(value):
-            msg = "must be 1-64 characters of [A-Za-z0-9._-]"
-            raise ValueError(msg)
-        return value
+    _id = field_validator("gateway_id")(_check_id)
 
     @field_validator("api_keys")
     @classmethod
@@ -264,13 +265,7 @@ class CollectorSettings(_Keyed):
 
     _split = field_validator("appliance_urls", "gateway_push_url", mode="before")(_split_commas)
 
-    @field_validator("collector_id")
-    @classmethod
-    def _check_id(cls, value: str) -> str:
-        if not valid_id(value):
-            msg = "must be 1-64 characters of [A-Za-z0-9._-]"
-            raise ValueError(msg)
-        return value
+    _id = field_validator("collector_id")(_check_id)
 
     @field_validator("appliance_urls")
     @classmethod

@@ -205,6 +205,28 @@ def _check_fields(
         raise ValueError(msg)
 
 
+def _unpack(data: bytes, what: str, **limits: Any) -> Any:
+    """MessagePack with every container limit closed unless the caller opens it.
+
+    Raises:
+        PacketError: ``malformed``.
+    """
+    options: dict[str, Any] = {
+        "use_list": True,
+        "raw": False,
+        "max_array_len": 0,
+        "max_map_len": 0,
+        "max_str_len": 0,
+        "max_ext_len": 0,
+        "max_bin_len": MAX_PACKET_BYTES,
+    }
+    options.update(limits)
+    try:
+        return msgpack.unpackb(data, **options)
+    except (ValueError, msgpack.UnpackException) as err:
+        raise PacketError("malformed", f"{what} is not valid MessagePack") from err
+
+
 def open_frame(raw: bytes) -> tuple[bytes, bytes]:
     """Split an encoded packet into ``(body, tag)`` without parsing the body.
 
@@ -221,19 +243,7 @@ def open_frame(raw: bytes) -> tuple[bytes, bytes]:
     # the unpacker below only ever sees input that claims our shape.
     if raw[:2] != b"\x93\x01":
         raise PacketError("malformed", "not a version 1 frame")
-    try:
-        frame = msgpack.unpackb(
-            raw,
-            use_list=True,
-            raw=True,
-            max_array_len=3,
-            max_map_len=0,
-            max_str_len=0,
-            max_ext_len=0,
-            max_bin_len=MAX_PACKET_BYTES,
-        )
-    except (ValueError, msgpack.UnpackException) as err:
-        raise PacketError("malformed", "frame is not valid MessagePack") from err
+    frame = _unpack(raw, "frame", raw=True, max_array_len=3, max_str_len=0)
     if not (
         isinstance(frame, list)
         and len(frame) == 3
@@ -252,19 +262,7 @@ def parse_body(body: bytes) -> Body:
     Raises:
         PacketError: ``malformed``.
     """
-    try:
-        fields: Any = msgpack.unpackb(
-            body,
-            use_list=True,
-            raw=False,
-            max_array_len=8,
-            max_map_len=0,
-            max_ext_len=0,
-            max_str_len=64,
-            max_bin_len=MAX_DATA_BYTES,
-        )
-    except (ValueError, msgpack.UnpackException) as err:
-        raise PacketError("malformed", "body is not valid MessagePack") from err
+    fields = _unpack(body, "body", max_array_len=8, max_str_len=64, max_bin_len=MAX_DATA_BYTES)
     if not isinstance(fields, list) or len(fields) != 8:
         raise PacketError("malformed", "body is not an 8-item array")
     packet_id, flags, source, dest, seq, ts_us, data, crc = fields
@@ -335,10 +333,7 @@ def decode_telemetry(data: bytes) -> dict[str, Any]:
     """
     if len(data) > MAX_TELEMETRY_BYTES:
         raise PacketError("malformed", "telemetry payload too large")
-    try:
-        stats = msgpack.unpackb(data, raw=False, max_array_len=1024, max_map_len=1024)
-    except (ValueError, msgpack.UnpackException) as err:
-        raise PacketError("malformed", "telemetry is not valid MessagePack") from err
+    stats = _unpack(data, "telemetry", max_array_len=1024, max_map_len=1024, max_str_len=4096)
     if not isinstance(stats, dict):
         raise PacketError("malformed", "telemetry is not a map")
     return stats
