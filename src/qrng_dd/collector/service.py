@@ -440,10 +440,7 @@ class Collector:
             while not done.is_set():
                 payload = await self._next_payload(target, size, fetched, clock)
                 if payload is None:
-                    # Stopping with an empty outbox, but the fetch round in flight may still
-                    # hand over its bytes: keep sending until the final flush is over.
-                    await self._outbox_or_done(target, done)
-                    continue
+                    return
                 data, telemetry = payload
                 raw = self._packet(target, data, telemetry=telemetry)
                 now = time.monotonic()
@@ -463,21 +460,6 @@ class Collector:
                     self._delivered(target, len(data))
         finally:
             sock.close()
-
-    async def _outbox_or_done(self, target: PushTarget, done: anyio.Event) -> None:
-        """Wait until ``target``'s outbox has bytes or ``done`` is set."""
-        box = self.outboxes[target.gateway_id]
-        if box.data or done.is_set():
-            return
-        async with anyio.create_task_group() as tg:
-
-            async def _wake_on_done() -> None:
-                await done.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(_wake_on_done)
-            await box.ready.wait()
-            tg.cancel_scope.cancel()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -550,12 +532,20 @@ def _detail(response: httpx.Response) -> str:
 
 
 def _sendto(sock: socket.socket, address: tuple[str, int]) -> Callable[[bytes], Any]:
-    import asyncio
+    """Send one datagram on the non-blocking ``sock``, waiting for room when there is none.
 
-    loop = asyncio.get_running_loop()
+    A plain ``sendto`` and a wait for writability, not ``loop.sock_sendto``: uvloop, which
+    the services run on, does not implement that (NotImplementedError).
+    """
 
     async def send(raw: bytes) -> None:
-        await loop.sock_sendto(sock, raw, address)
+        while True:
+            try:
+                sock.sendto(raw, address)
+            except BlockingIOError:
+                await anyio.wait_writable(sock)
+            else:
+                return
 
     return send
 

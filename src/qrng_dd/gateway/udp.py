@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 
 import structlog
 
@@ -22,6 +23,8 @@ log = structlog.get_logger("qrng_dd.gateway.udp")
 #: 32 MiB: a quarter second of a 1 Gbit/s link. The kernel caps it at net.core.rmem_max
 #: unless we may force it (root / CAP_NET_ADMIN), which we try first.
 RECEIVE_BUFFER_BYTES = 32 * 1024 * 1024
+#: Python's socket module does not export SO_RCVBUFFORCE; its value on Linux is 33.
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform == "linux" else None)
 
 
 class _Receiver(asyncio.DatagramProtocol):
@@ -38,9 +41,12 @@ def open_socket(host: str, port: int) -> socket.socket:
     """A bound, non-blocking UDP socket with the largest receive buffer we can get."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, RECEIVE_BUFFER_BYTES)  # type: ignore[attr-defined]
-    except (OSError, AttributeError):
+    forced = False
+    if _SO_RCVBUFFORCE is not None:
+        with contextlib.suppress(OSError):  # not permitted: capped at net.core.rmem_max
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RECEIVE_BUFFER_BYTES)
+            forced = True
+    if not forced:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
     sock.bind((host, port))
     sock.setblocking(False)
