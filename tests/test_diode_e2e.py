@@ -235,5 +235,6 @@ def test_the_demo_prints_a_curl_line_that_returns_random_hex() -> None:
         out = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=30)
         assert re.fullmatch(r"[0-9a-f]{64}", out.stdout.strip()), out.stdout
         assert "/mcp" in demo.stdout()
+        assert "api_key=" not in demo.stdout()  # keys go in headers, never in printed URLs
         demo.proc.send_signal(signal.SIGINT)
         assert demo.proc.wait(timeout=30) == 0

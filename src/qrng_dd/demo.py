@@ -6,8 +6,9 @@ live only in this process's memory. Once the pool holds entropy, it prints curl 
 work as pasted. Ctrl-C stops the collector first (final flush), then the gateway, then the
 simulator.
 
-The keys are printed because this is a local demo and the curl lines need the API key; the
-HMAC key is never printed.
+The API key is printed because this is a local demo and the curl lines need it; it goes in
+an ``Authorization`` header, never in a URL (URLs end up in shell history and proxy logs).
+The HMAC key is never printed.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _banner(base: str, api_key: str, mcp: bool) -> str:
         f"  curl -s -H '{auth}' '{base}/api/random?bytes=32'",
         f"  curl -s -H '{auth}' '{base}/api/integers?count=5&min=1&max=6'",
         f"  curl -s -H '{auth}' '{base}/api/uuid'",
-        f"  curl -s '{base}/api/floats?count=3&api_key={api_key}'",
+        f"  curl -s -H '{auth}' '{base}/api/floats?count=3'",
         f"  curl -s -H '{auth}' '{base}/api/status'",
         f"  curl -s '{base}/health'",
         f"  curl -s '{base}/metrics' | grep ^qrng_buffer",
