@@ -15,6 +15,7 @@ gateway) so the caller decides what happens to bytes that were read but a reques
 from __future__ import annotations
 
 import base64
+import struct
 from collections.abc import Callable
 from typing import Final, Literal
 
@@ -38,6 +39,13 @@ def encode(data: bytes, encoding: Encoding) -> bytes:
     return data
 
 
+#: Below these counts plain Python beats numpy's per-call overhead (measured: at 10 values
+#: ~3 µs against ~11 µs for integers, ~3 against ~6 µs for floats); above, numpy wins.
+#: Both paths read the same bytes in the same order and give identical results.
+SMALL_INTEGERS: Final = 64
+SMALL_FLOATS: Final = 24
+
+
 def integers(read: Reader, count: int, low: int, high: int) -> list[int]:
     """``count`` integers uniform on ``[low, high]``, both signed 64-bit, ``low <= high``.
 
@@ -47,6 +55,30 @@ def integers(read: Reader, count: int, low: int, high: int) -> list[int]:
     if not (INT64_MIN <= low <= high <= INT64_MAX):
         msg = "bounds must be signed 64-bit integers with low <= high"
         raise ValueError(msg)
+    if count <= SMALL_INTEGERS:
+        return _integers_small(read, count, low, high)
+    return _integers_numpy(read, count, low, high)
+
+
+def _integers_small(read: Reader, count: int, low: int, high: int) -> list[int]:
+    # Exactly _integers_numpy's reads and arithmetic, on Python ints: ``low + x % size`` is
+    # the two's-complement wrap of ``x % size + (low mod 2**64)`` there, since it fits int64.
+    size = high - low + 1
+    limit = _TWO64 - _TWO64 % size
+    kept: list[int] = []
+    need = count
+    while need:
+        draws = struct.unpack(f"<{need}Q", read(8 * need))
+        if limit == _TWO64:
+            good = [low + x % size for x in draws]
+        else:
+            good = [low + x % size for x in draws if x < limit]
+        kept += good
+        need -= len(good)
+    return kept
+
+
+def _integers_numpy(read: Reader, count: int, low: int, high: int) -> list[int]:
     size = high - low + 1
     offset = np.uint64(low % _TWO64)  # two's complement of low: adding wraps like int64 math
     if size == _TWO64:
@@ -66,6 +98,9 @@ def integers(read: Reader, count: int, low: int, high: int) -> list[int]:
 
 def floats(read: Reader, count: int) -> list[float]:
     """``count`` floats in [0, 1), 53 random bits each."""
+    if count <= SMALL_FLOATS:
+        # (x >> 11) < 2**53 converts to a double exactly, as numpy's astype does.
+        return [(x >> 11) * 2.0**-53 for x in struct.unpack(f"<{count}Q", read(8 * count))]
     draws = np.frombuffer(read(8 * count), dtype="<u8") >> np.uint64(11)
     return (draws.astype(np.float64) * 2.0**-53).tolist()  # type: ignore[no-any-return]
 

@@ -42,8 +42,13 @@ def mix(batches: Sequence[bytes], mode: Mixing) -> bytes:
     if mode == "xor":
         if len(batches) == 1:
             return batches[0][:n]
-        arrays = np.stack([np.frombuffer(b, dtype=np.uint8, count=n) for b in batches])
-        mixed: bytes = np.bitwise_xor.reduce(arrays, axis=0).tobytes()
+        # Pairwise into one output array: GB/s, where ``np.bitwise_xor.reduce(axis=0)`` over a
+        # stacked copy ran at ~250 MB/s (make bench, collector cpu).
+        arrays = [np.frombuffer(b, dtype=np.uint8, count=n) for b in batches]
+        acc = np.bitwise_xor(arrays[0], arrays[1])
+        for more in arrays[2:]:
+            np.bitwise_xor(acc, more, out=acc)
+        mixed: bytes = acc.tobytes()
         return mixed
     if mode == "hkdf":
         n -= n % BLOCK

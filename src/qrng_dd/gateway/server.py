@@ -24,14 +24,14 @@ from starlette.applications import Starlette
 
 from qrng_dd import logs
 from qrng_dd.config import GatewaySettings, load
-from qrng_dd.gateway.app import create_app
+from qrng_dd.gateway.app import FastFront, create_app
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.gateway.udp import open_socket, start_udp
 
 log = structlog.get_logger("qrng_dd.gateway")
 
 
-def build_app(service: EntropyService) -> Starlette:
+def build_app(service: EntropyService) -> FastFront:
     """The ASGI app with its lifespan (UDP receiver) and, if enabled, the MCP mount."""
     settings = service.settings
     extra: list[Any] = []
@@ -66,7 +66,7 @@ def build_app(service: EntropyService) -> Starlette:
     return create_app(service, extra_routes=extra, lifespan=lifespan)
 
 
-def uvicorn_config(app: Starlette, settings: GatewaySettings) -> uvicorn.Config:
+def uvicorn_config(app: FastFront, settings: GatewaySettings) -> uvicorn.Config:
     """uvicorn settings: TLS 1.2+ when configured, client certificates when a CA is given."""
     options: dict[str, Any] = {}
     if settings.tls_cert_file is not None:

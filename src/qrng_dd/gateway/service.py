@@ -83,6 +83,14 @@ class EntropyService:
         self._refusal_window: dict[str, tuple[int, int]] = {}
         self.last_packet_at: float | None = None
         self._last_forget = self.started
+        # Labelled metric children, looked up once: ``labels()`` costs more than ``inc()``.
+        # A source's children are made on first use, as before, so no zero series appears.
+        m = self.metrics
+        self._rejected_counters = {r: m.packets_rejected.labels(r) for r in REJECT_REASONS}
+        self._overflow_counter = m.bytes_dropped.labels("overflow")
+        self._evicted_counter = m.bytes_dropped.labels("evicted")
+        self._accepted_counters: dict[str, Any] = {}
+        self._received_counters: dict[str, Any] = {}
 
     def _log_refusal(self, err: PacketError, transport: str) -> None:
         # Every refusal is counted; the log gets the first of each reason per second plus a
@@ -108,7 +116,10 @@ class EntropyService:
 
     def refuse(self, err: PacketError, transport: str) -> None:
         """Count and log a refusal, also one found before :meth:`ingest` (an oversize body)."""
-        self.metrics.packets_rejected.labels(err.reason).inc()
+        counter = self._rejected_counters.get(err.reason)
+        if counter is None:
+            counter = self.metrics.packets_rejected.labels(err.reason)
+        counter.inc()
         self.rejected[err.reason] += 1
         self._log_refusal(err, transport)
 
@@ -135,13 +146,19 @@ class EntropyService:
         packet = accepted.packet
         now = self.clock()
         self.last_packet_at = now
-        self.metrics.packets_accepted.labels(packet.source).inc()
+        source = packet.source
+        counter = self._accepted_counters.get(source)
+        if counter is None:
+            counter = self._accepted_counters[source] = self.metrics.packets_accepted.labels(source)
+        counter.inc()
         if accepted.gap:
-            self.metrics.sequence_gaps.labels(packet.source).inc(accepted.gap)
+            self.metrics.sequence_gaps.labels(source).inc(accepted.gap)
         if now - self._last_forget > 60:
             self._last_forget = now
-            for source in self.verifier.forget_idle():
-                self.telemetry.pop(source, None)
+            for idle in self.verifier.forget_idle():
+                self.telemetry.pop(idle, None)
+                self._accepted_counters.pop(idle, None)
+                self._received_counters.pop(idle, None)
         if packet.telemetry:
             try:
                 stats = decode_telemetry(packet.data)
@@ -153,11 +170,14 @@ class EntropyService:
         evicted_before = self.pool.evicted_total
         kept = self.pool.add(packet.data)
         dropped = len(packet.data) - kept
-        self.metrics.bytes_received.labels(packet.source).inc(len(packet.data))
+        counter = self._received_counters.get(source)
+        if counter is None:
+            counter = self._received_counters[source] = self.metrics.bytes_received.labels(source)
+        counter.inc(len(packet.data))
         if dropped:
-            self.metrics.bytes_dropped.labels("overflow").inc(dropped)
+            self._overflow_counter.inc(dropped)
         if evicted := self.pool.evicted_total - evicted_before:
-            self.metrics.bytes_dropped.labels("evicted").inc(evicted)
+            self._evicted_counter.inc(evicted)
         return IngestResult(packet.source, False, kept, dropped, accepted.gap)
 
     # -- serving --------------------------------------------------------------------------
