@@ -142,13 +142,26 @@ class RunningGateway:
         return self.stderr_file.read().decode(errors="replace")
 
 
-def listens(pid: int, port: int) -> bool:
-    """Whether process ``pid`` has a listening TCP socket on ``port``."""
+def tree_connections(pid: int, kind: str = "inet") -> list[Any]:
+    """Sockets of process ``pid`` and of all its children (granian serves from a worker)."""
     try:
-        connections = psutil.Process(pid).net_connections(kind="tcp")
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return False
-    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+        return []
+    connections: list[Any] = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            connections += process.net_connections(kind=kind)
+    return connections
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` (or a child) has a listening TCP socket on ``port``."""
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        for c in tree_connections(pid, "tcp")
+    )
 
 
 def wait_ready(

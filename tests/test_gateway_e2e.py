@@ -30,6 +30,7 @@ from .gateway_support import (
     push_packets,
     start_gateway,
     stop,
+    tree_connections,
     wait_until,
 )
 
@@ -42,9 +43,9 @@ FAST = {"QRNG_RATE_LIMIT": "1000000"}
 
 
 def _stray_connections(pid: int, ports: set[int]) -> list[Any]:
-    """Sockets of ``pid`` that are neither listening nor the local end of our own ports."""
+    """Sockets of ``pid`` (and its worker) neither listening nor the local end of our ports."""
     stray = []
-    for conn in psutil.Process(pid).net_connections(kind="inet"):
+    for conn in tree_connections(pid):
         if conn.status == psutil.CONN_LISTEN:
             continue
         if conn.laddr and conn.laddr.port in ports:
@@ -152,7 +153,7 @@ def test_gateway_opens_no_outbound_connection_while_serving_and_ingesting() -> N
     env = {**FAST, "QRNG_UDP_LISTEN": f"127.0.0.1:{udp_port}"}
     with start_gateway(env) as gw, gw.client() as client:
         ports = {gw.port, udp_port}
-        kinds = {c.type for c in psutil.Process(gw.proc.pid).net_connections(kind="inet")}
+        kinds = {c.type for c in tree_connections(gw.proc.pid)}
         assert socket.SOCK_DGRAM in kinds  # the UDP receiver is there to be checked
         assert _stray_connections(gw.proc.pid, ports) == []
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
