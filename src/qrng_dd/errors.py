@@ -15,7 +15,7 @@ the network, the others about this process's own state or settings.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 RejectReason = Literal[
     "oversize",
@@ -30,17 +30,7 @@ RejectReason = Literal[
 ]
 
 #: Every refusal label, in the order the gateway checks them (DESIGN §3).
-REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
-    "oversize",
-    "malformed",
-    "bad_mac",
-    "wrong_dest",
-    "bad_crc",
-    "stale",
-    "future",
-    "replay",
-    "decrypt",
-)
+REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 
 
 class QrngError(Exception):
