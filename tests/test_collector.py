@@ -303,3 +303,12 @@ async def test_the_final_flush_sends_the_bytes_of_the_round_in_flight_at_stop() 
     assert rounds == 3
     assert collector.pushed["gateway"] == 3 * 4096
     assert collector.dropped == {"buffer_full": 0, "refused": 0, "expired": 0}
+
+
+def test_the_health_tests_use_the_configured_false_alarm_rate() -> None:
+    """QRNG_HEALTH_ALPHA_LOG2=20 gives the SP 800-90B table's cutoffs for H = 8: 4 and 13."""
+    collector = Collector(_settings(QRNG_HEALTH_ALPHA_LOG2="20", QRNG_CLAIMED_ENTROPY_BITS="8"))
+    monitor = collector.slots[0].monitor
+    assert (monitor.rct_cutoff, monitor.apt_cutoff) == (4, 13)
+    default = Collector(_settings(QRNG_CLAIMED_ENTROPY_BITS="8")).slots[0].monitor
+    assert (default.rct_cutoff, default.apt_cutoff) == (6, 19)

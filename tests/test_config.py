@@ -85,6 +85,7 @@ def test_missing_hmac_key_is_named() -> None:
         ({"QRNG_MIXING": "and"}, "QRNG_MIXING"),
         ({"QRNG_FETCH_SIZE": "-4096"}, "QRNG_FETCH_SIZE"),
         ({"QRNG_CLAIMED_ENTROPY_BITS": "9"}, "QRNG_CLAIMED_ENTROPY_BITS"),
+        ({"QRNG_HEALTH_ALPHA_LOG2": "10"}, "QRNG_HEALTH_ALPHA_LOG2"),
         ({"QRNG_ENCRYPT_PAYLOAD": "maybe"}, "QRNG_ENCRYPT_PAYLOAD"),
     ],
 )

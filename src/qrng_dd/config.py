@@ -260,6 +260,10 @@ class CollectorSettings(_Keyed):
     encrypt_payload: bool = True
     metrics_textfile: Path | None = None
     claimed_entropy_bits: float = Field(7.0, gt=0, le=8)
+    #: -log2 of the health tests' false-alarm rate per sample. SP 800-90B allows 2^-20 to
+    #: 2^-40; at 2^-20 perfect bytes trip the repetition test about every 16 MiB, so the
+    #: default is 40 (see qrng_dd.health).
+    health_alpha_log2: int = Field(40, ge=20, le=40)
     udp_payload_bytes: int = Field(1200, ge=64, le=65_000)
     udp_max_bitrate: int = Field(800_000_000, ge=1000, le=100_000_000_000)
 

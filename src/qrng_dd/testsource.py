@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="https://appliance[:port], http://127.0.0.1:8443 or file://")
     parser.add_argument("--bytes", type=int, default=1_000_000, help="bytes to test (1,000,000)")
     parser.add_argument("--claimed-entropy-bits", type=float, default=7.0, metavar="H")
+    parser.add_argument(
+        "--alpha-log2", type=int, default=40, choices=range(20, 41), metavar="20..40",
+        help="false-alarm rate 2^-N per sample of the health tests (default 40)",
+    )  # fmt: skip
     parser.add_argument("--ca-file", type=Path, help="CA certificate that signed the appliance")
     parser.add_argument("--insecure", action="store_true", help="do not verify TLS (not advised)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -37,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _collect(args: argparse.Namespace) -> tuple[bytes, dict[str, Any]]:
     verify: Any = str(args.ca_file) if args.ca_file else not args.insecure
-    monitor = HealthMonitor(args.claimed_entropy_bits)
+    monitor = HealthMonitor(args.claimed_entropy_bits, alpha_log2=args.alpha_log2)
     parts: list[bytes] = []
     alarms: list[dict[str, Any]] = []
     async with httpx.AsyncClient(verify=verify, timeout=30) as client:
@@ -58,6 +62,7 @@ async def _collect(args: argparse.Namespace) -> tuple[bytes, dict[str, Any]]:
             left -= len(chunk)
     health = {
         "claimed_entropy_bits": args.claimed_entropy_bits,
+        "alpha": f"2^-{args.alpha_log2}",
         "rct_cutoff": monitor.rct_cutoff,
         "apt_cutoff": monitor.apt_cutoff,
         "alarms": alarms,
@@ -87,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         return 0 if passed else 1
     print(f"source: {args.url}  bytes tested: {len(data)}")
     print(
-        f"SP 800-90B health tests (H={health['claimed_entropy_bits']}, RCT cutoff "
+        f"SP 800-90B health tests (H={health['claimed_entropy_bits']}, "
+        f"alpha={health['alpha']}, RCT cutoff "
         f"{health['rct_cutoff']}, APT cutoff {health['apt_cutoff']}): "
         + ("pass" if health["passed"] else f"FAIL {health['alarms']}")
     )

@@ -162,7 +162,7 @@ class Collector:
         self.slots = [
             SourceSlot(
                 open_source(url, self._appliance_client),
-                HealthMonitor(settings.claimed_entropy_bits),
+                HealthMonitor(settings.claimed_entropy_bits, alpha_log2=settings.health_alpha_log2),
             )
             for url in settings.appliance_urls
         ]
