@@ -134,6 +134,14 @@ class RunningGateway:
             base_url=self.url, verify=verify, timeout=CLIENT_TIMEOUT_S, **kwargs
         )
 
+    def status(self) -> dict[str, Any]:
+        """``GET /api/status`` with this gateway's API key; asserts it answered 200."""
+        with self.client() as client:
+            response = client.get("/api/status", headers=self.auth)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
     def stderr(self) -> str:
         """Everything the process wrote to stderr so far."""
         if self.stderr_file is None:

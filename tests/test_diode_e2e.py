@@ -8,7 +8,6 @@ import shlex
 import signal
 import subprocess
 from collections.abc import Iterator
-from typing import Any
 
 import psutil
 import pytest
@@ -27,12 +26,6 @@ from .gateway_support import RunningGateway, clean_environ, free_port, start_gat
 pytestmark = pytest.mark.e2e
 
 
-def _status(gw: RunningGateway) -> dict[str, Any]:
-    with gw.client() as c:
-        body: dict[str, Any] = c.get("/api/status", headers=gw.auth).json()
-    return body
-
-
 def _collector_env(gw: RunningGateway, *appliances: Running, **extra: str) -> dict[str, str]:
     env = {
         "QRNG_HMAC_SECRET_KEY": gw.hmac_hex,
@@ -47,7 +40,7 @@ def _collector_env(gw: RunningGateway, *appliances: Running, **extra: str) -> di
 
 
 def _accepted(gw: RunningGateway, source: str = "collector") -> int:
-    entry = _status(gw)["sources"].get(source)
+    entry = gw.status()["sources"].get(source)
     return int(entry["packets_accepted"]) if entry else 0
 
 
@@ -56,7 +49,7 @@ def _drain(gw: RunningGateway, chunk: int = 65536) -> bytes:
     parts = []
     with gw.client() as c:
         while True:
-            n = min(chunk, _status(gw)["buffer_bytes_available"]) or 1
+            n = min(chunk, gw.status()["buffer_bytes_available"]) or 1
             r = c.get("/api/random", params={"bytes": n, "encoding": "binary"}, headers=gw.auth)
             if r.status_code == 503:
                 return b"".join(parts)
@@ -74,17 +67,17 @@ def test_entropy_flows_and_every_pushed_byte_is_accounted_for(appliance: Running
     """served + pooled + dropped at the gateway == bytes the collector says it delivered."""
     with start_gateway({"QRNG_BUFFER_SIZE": "250000"}) as gw:
         with start_collector(_collector_env(gw, appliance)) as collector:
-            eventually(lambda: _status(gw)["buffer_bytes_available"] > 4096, what="first bytes")
+            eventually(lambda: gw.status()["buffer_bytes_available"] > 4096, what="first bytes")
             served = len(_drain(gw))
             # Keep fetching until the small pool has overflowed at least once.
-            eventually(lambda: _status(gw)["bytes_dropped"] > 0 or None, 30, "pool overflow")
+            eventually(lambda: gw.status()["bytes_dropped"] > 0 or None, 30, "pool overflow")
             served += len(_drain(gw))
             collector.proc.send_signal(signal.SIGTERM)
             assert collector.proc.wait(timeout=20) == 0
             stopped = collector.log_events("collector_stopped")
         assert stopped, collector.stderr()
         delivered = stopped[0]["pushed_bytes"]["gateway"]
-        status = _status(gw)
+        status = gw.status()
         assert status["total_bytes_served"] == served
         accounted = served + status["buffer_bytes_available"] + status["bytes_dropped"]
         assert accounted + status["bytes_evicted"] == delivered
@@ -103,7 +96,7 @@ def test_two_gateways_fed_by_one_collector_never_share_a_block(appliance: Runnin
         env["QRNG_GATEWAY_PUSH_URL"] = f"g0={g0.url}/push,g1={g1.url}/push"
         with start_collector(env):
             for gw in (g0, g1):
-                eventually(lambda gw=gw: _status(gw)["buffer_bytes_available"] > 32768)
+                eventually(lambda gw=gw: gw.status()["buffer_bytes_available"] > 32768)
         outputs = [_drain(g0), _drain(g1)]
     blocks = [{out[i : i + 16] for i in range(0, len(out) - 15, 16)} for out in outputs]
     assert len(blocks[0]) > 1000
@@ -120,7 +113,7 @@ def test_restarts_on_either_side_recover_by_themselves(appliance: Running) -> No
         before = _accepted(gw)
         with start_collector(env):
             eventually(lambda: _accepted(gw) > before + 3, what="restarted collector accepted")
-        status = _status(gw)
+        status = gw.status()
         assert status["rejected_packets"]["replay"] == 0
         assert status["sources"]["collector"]["restarts"] == 1
         port, hmac_hex, api_key = gw.port, gw.hmac_hex, gw.api_key
@@ -143,16 +136,16 @@ def test_one_failing_appliance_of_two_keeps_the_flow_and_shows_in_status() -> No
             name_b = b.url.removeprefix("http://")
 
             def errors_shown() -> bool:
-                telemetry = _status(gw)["sources"]["collector"].get("telemetry", {})
+                telemetry = gw.status()["sources"]["collector"].get("telemetry", {})
                 return telemetry.get("fetch_errors", {}).get(name_b, 0) > 0
 
             eventually(errors_shown, what="fetch errors in status")
-            filled = _status(gw)["buffer_bytes_available"]
-            eventually(lambda: _status(gw)["buffer_bytes_available"] > filled + 32768)
+            filled = gw.status()["buffer_bytes_available"]
+            eventually(lambda: gw.status()["buffer_bytes_available"] > filled + 32768)
             set_faults(a, error_rate=1.0)
 
             def paused() -> bool:
-                telemetry = _status(gw)["sources"]["collector"].get("telemetry", {})
+                telemetry = gw.status()["sources"]["collector"].get("telemetry", {})
                 return bool(telemetry.get("output_paused"))
 
             eventually(paused, what="output paused with every appliance failing")
@@ -165,11 +158,11 @@ def test_a_stuck_appliance_is_quarantined_and_its_bytes_never_served(appliance: 
     """Switched to stuck output mid-run: quarantined, shown, and no stuck byte reaches clients."""
     with start_gateway() as gw:
         with start_collector(_collector_env(gw, appliance)):
-            eventually(lambda: _status(gw)["buffer_bytes_available"] > 16384, what="flow")
+            eventually(lambda: gw.status()["buffer_bytes_available"] > 16384, what="flow")
             set_faults(appliance, stuck=True)
 
             def quarantined() -> bool:
-                return "quarantined" in str(_status(gw)["warnings"])
+                return "quarantined" in str(gw.status()["warnings"])
 
             eventually(quarantined, what="quarantine in status")
             with gw.client() as c:

@@ -148,16 +148,8 @@ def _enter_concurrently(
     return values
 
 
-def _status(gw: RunningGateway) -> dict[str, Any]:
-    with gw.client() as c:
-        response = c.get("/api/status", headers=gw.auth)
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-    return body
-
-
 def _holds(gw: RunningGateway, n: int) -> bool:
-    return int(_status(gw)["buffer_bytes_available"]) >= n
+    return int(gw.status()["buffer_bytes_available"]) >= n
 
 
 def _accepted(status: dict[str, Any]) -> int:
@@ -189,7 +181,7 @@ def _drain(gw: RunningGateway) -> list[bytes]:
     chunks: list[bytes] = []
     with gw.client() as c:
         while True:
-            n = min(65536, _status(gw)["buffer_bytes_available"]) or 1
+            n = min(65536, gw.status()["buffer_bytes_available"]) or 1
             r = c.get("/api/random", params={"bytes": n, "encoding": "binary"}, headers=gw.auth)
             if r.status_code == 503:
                 return chunks
@@ -247,7 +239,7 @@ def test_three_gateways_behind_nginx_serve_every_byte_once_and_survive_one_stopp
                 eventually(partial(_holds, gw, FILL_BYTES), 30, f"{gw.url} filled")
             collector.proc.send_signal(signal.SIGTERM)
             assert collector.proc.wait(timeout=20) == 0, collector.stderr()
-        before = [_status(gw) for gw in gateways]
+        before = [gw.status() for gw in gateways]
         assert all(_accepted(s) > 0 for s in before), before
         assert all(s["rejected_packets"]["wrong_dest"] == 0 for s in before)
 
@@ -258,7 +250,7 @@ def test_three_gateways_behind_nginx_serve_every_byte_once_and_survive_one_stopp
         assert [r.status_code for r in responses] == [200] * REQUESTS_PER_PHASE
         assert all(len(r.content) == REQUEST_BYTES for r in responses)
         served += [r.content for r in responses]
-        after = [_status(gw) for gw in gateways]
+        after = [gw.status() for gw in gateways]
         for gid, status in zip(GATEWAY_IDS, after, strict=True):
             assert status["total_bytes_served"] > 0, f"{gid} served nothing through nginx"
             assert _accepted(status) > 0
@@ -270,7 +262,7 @@ def test_three_gateways_behind_nginx_serve_every_byte_once_and_survive_one_stopp
         stopped.proc.send_signal(signal.SIGTERM)
         stopped.proc.wait(timeout=20)
         survivors = [gateways[0], gateways[2]]
-        available = sum(_status(gw)["buffer_bytes_available"] for gw in survivors)
+        available = sum(gw.status()["buffer_bytes_available"] for gw in survivors)
         assert available > 2 * REQUESTS_PER_PHASE * REQUEST_BYTES
         responses = _fetch_through(nginx.url, api_key, REQUESTS_PER_PHASE)
         assert [r.status_code for r in responses] == [200] * REQUESTS_PER_PHASE
@@ -279,7 +271,7 @@ def test_three_gateways_behind_nginx_serve_every_byte_once_and_survive_one_stopp
         # nginx did try the stopped gateway (passive check) and retried elsewhere.
         error_log = (tmp_path / "nginx" / "error.log").read_text()
         assert f"127.0.0.1:{stopped.port}" in error_log, error_log
-        grown = sum(_status(gw)["total_bytes_served"] for gw in survivors) - sum(
+        grown = sum(gw.status()["total_bytes_served"] for gw in survivors) - sum(
             after[i]["total_bytes_served"] for i in (0, 2)
         )
         assert grown == REQUESTS_PER_PHASE * REQUEST_BYTES
@@ -287,7 +279,7 @@ def test_three_gateways_behind_nginx_serve_every_byte_once_and_survive_one_stopp
         # Everything the survivors still hold, taken directly.
         for gw in survivors:
             served += _drain(gw)
-        final = [_status(gw) for gw in survivors]
+        final = [gw.status() for gw in survivors]
         assert all(s["buffer_bytes_available"] == 0 for s in final)
 
     assert sum(map(len, served)) > 2 * FILL_BYTES

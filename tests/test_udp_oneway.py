@@ -83,18 +83,9 @@ def rejected(samples: dict[str, float]) -> dict[str, int]:
     return {r: int(samples.get(f'qrng_packets_rejected_total{{reason="{r}"}}', 0)) for r in REASONS}
 
 
-def status(gateway: RunningGateway) -> dict[str, Any]:
-    """``GET /api/status``."""
-    with gateway.client() as client:
-        response = client.get("/api/status", headers=gateway.auth)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def source(gateway: RunningGateway, name: str = "collector") -> dict[str, Any]:
     """``/api/status`` → ``sources.<name>``, or ``{}`` before its first packet."""
-    entry: dict[str, Any] = status(gateway)["sources"].get(name, {})
+    entry: dict[str, Any] = gateway.status()["sources"].get(name, {})
     return entry
 
 
@@ -530,7 +521,7 @@ def test_forged_replayed_and_malformed_datagrams_are_refused_and_counted(
         forwarded = relay.forwarded()
         eventually(lambda: accepted(gateway) >= len(forwarded), what="gateway caught up")
         entry = source(gateway)
-        document = status(gateway)
+        document = gateway.status()
     print(f"refused: {document['rejected_packets']}; accepted {entry['packets_accepted']}")
     assert entry["packets_accepted"] == len(forwarded)
     assert entry["sequence_gaps"] == 0
@@ -608,7 +599,7 @@ def test_link_down_is_flagged_after_three_silent_telemetry_intervals(appliance: 
     with udp_flow(appliance) as flow:
         gateway = flow.gateway
         eventually(lambda: source(gateway).get("packets_accepted", 0) >= 3, what="flowing")
-        assert not any("link down" in w for w in status(gateway)["warnings"])
+        assert not any("link down" in w for w in gateway.status()["warnings"])
         assert stop(flow.collector.proc) == 0, flow.collector.stderr()
 
         def health_warnings() -> list[str]:
@@ -617,6 +608,6 @@ def test_link_down_is_flagged_after_three_silent_telemetry_intervals(appliance: 
             return [w for w in body["warnings"] if w.startswith("link down")]
 
         eventually(health_warnings, deadline_s=20.0, what="link down in /health")
-        document = status(gateway)
+        document = gateway.status()
     assert any(w.startswith("link down: no packet for") for w in document["warnings"])
     assert document["sources"]["collector"]["last_packet_age_seconds"] > 3 * 1
