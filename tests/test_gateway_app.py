@@ -788,7 +788,7 @@ def test_listening_socket_is_tcp_so_accepted_sockets_get_no_delay() -> None:
 async def test_gateway_server_on_port_zero_serves_real_http_until_stopped() -> None:
     """GatewayServer binds before serving, so port 0 gives a known port; stop() ends serve()."""
     settings = _settings({"QRNG_HOST": "127.0.0.1", "QRNG_PORT": "0"})
-    server = GatewayServer(settings, handle_signals=False)
+    server = GatewayServer(settings)
     assert server.port > 0
     key = PacketKey.from_hex(KEY_HEX)
     with anyio.fail_after(15):

@@ -102,7 +102,7 @@ async def _demo(port: int) -> None:
     api_key = secrets.token_urlsafe(24)
     mcp = _mcp_available()
     # Bind the gateway's port first: a port in use is a plain OSError, before anything runs.
-    gateway = GatewayServer(_gateway_settings(hmac_key, api_key, port, mcp), handle_signals=False)
+    gateway = GatewayServer(_gateway_settings(hmac_key, api_key, port, mcp))
     address = ApplianceAddress(url="", port=0, cert_path=None)
     appliance_ready = anyio.Event()
     gateway_done = anyio.Event()

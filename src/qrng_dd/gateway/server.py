@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import socket
 import ssl
 import sys
@@ -109,38 +108,20 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-class _ServiceServer(uvicorn.Server):
-    """uvicorn for a service: a graceful stop on SIGTERM ends the process with status 0.
+class GatewayServer:
+    """A gateway inside an existing event loop (the demo, the tests), on uvicorn.
 
-    uvicorn re-raises the signal that stopped it once shutdown is done, so the process
-    would end as "killed by SIGTERM" (-15) although every request was finished cleanly.
+    Signals are its embedder's business: the demo stops it on Ctrl-C with :meth:`stop`. The
+    ``qrng-dd gateway`` service itself runs on granian (:func:`run_gateway`).
     """
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            yield
-            captured = getattr(self, "_captured_signals", None)
-            if isinstance(captured, list):
-                captured[:] = [sig for sig in captured if sig != signal.SIGTERM]
-
-
-class GatewayServer:
-    """A gateway that can run inside an existing event loop (the demo, the tests)."""
-
-    def __init__(
-        self,
-        settings: GatewaySettings,
-        service: EntropyService | None = None,
-        *,
-        handle_signals: bool = True,
-    ) -> None:
+    def __init__(self, settings: GatewaySettings, service: EntropyService | None = None) -> None:
         self.settings = settings
         self.service = service or EntropyService(settings)
         self.app = build_app(self.service)
         self.config = uvicorn_config(self.app, settings)
         _patch_tls(self.config)
-        self.server = (_ServiceServer if handle_signals else _QuietServer)(self.config)
+        self.server = _QuietServer(self.config)
         self.socket = bind(settings.host, settings.port)
         self.port: int = self.socket.getsockname()[1]
 
