@@ -262,6 +262,8 @@ def start_gateway(
                 "QRNG_API_KEYS": api_key,
                 "QRNG_ACCESS_LOG": "false",
                 "QRNG_LOG_LEVEL": "warning",
+                # Every process here shares one clock: no skew to allow, so no quiet start.
+                "QRNG_MAX_CLOCK_SKEW_S": "0",
             }
         )
         env.update(overrides)

@@ -105,6 +105,7 @@ def _settings(**env: str) -> GatewaySettings:
         "QRNG_API_KEYS": f"{API_KEY},{OTHER_KEY}",
         "QRNG_RATE_LIMIT": "100000",
         "QRNG_ACCESS_LOG": "true",
+        "QRNG_MAX_CLOCK_SKEW_S": "0",  # one clock: no quiet start
         "QRNG_BUFFER_SIZE": "65536",
     }
     values.update(env)
@@ -200,9 +201,9 @@ async def test_fast_front_answers_every_hot_request_like_starlette() -> None:
 @pytest.mark.anyio
 async def test_fast_front_refuses_pushes_like_starlette() -> None:
     key = PacketKey.from_hex(KEY_HEX)
-    raw = make_raw(key, os.urandom(1000))
     stale = make_raw(key, os.urandom(10), ts_us=1)
     async with _pair() as (fast, slow):
+        raw = make_raw(key, os.urandom(1000))  # made after the gateways started
         assert (await _same(fast, slow, ("POST", "/push", {}, raw))).status_code == 200
         cases: list[Request] = [
             ("POST", "/push", {}, raw),  # replay

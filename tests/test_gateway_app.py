@@ -41,6 +41,7 @@ def _settings(env: dict[str, str]) -> GatewaySettings:
         "QRNG_API_KEYS": f"{API_KEY},{OTHER_KEY}",
         "QRNG_RATE_LIMIT": "100000",
         "QRNG_ACCESS_LOG": "false",
+        "QRNG_MAX_CLOCK_SKEW_S": "0",  # one clock: no quiet start
     }
     values.update(env)
     return load(GatewaySettings, values)

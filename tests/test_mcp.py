@@ -70,7 +70,10 @@ DEADLINE_S = 20.0
 
 
 def _service(fill: int = 0) -> EntropyService:
-    settings = load(GatewaySettings, {"QRNG_HMAC_SECRET_KEY": HMAC_HEX, "QRNG_API_KEYS": API_KEY})
+    settings = load(
+        GatewaySettings,
+        {"QRNG_HMAC_SECRET_KEY": HMAC_HEX, "QRNG_API_KEYS": API_KEY, "QRNG_MAX_CLOCK_SKEW_S": "0"},
+    )
     service = EntropyService(settings)
     if fill:
         service.pool.add(os.urandom(fill))
@@ -261,7 +264,7 @@ async def test_a_quarantined_source_is_named_when_short_of_entropy() -> None:
     """Short of entropy with a quarantined appliance: the message says which and why."""
     service = _service()
     key = PacketKey.from_hex(HMAC_HEX)
-    service.ingest(make_raw(key, encode_telemetry(QUARANTINE), source="inside", flags=3))
+    service.ingest_datagram(make_raw(key, encode_telemetry(QUARANTINE), source="inside", flags=3))
     async with Client(create_server(ServiceBackend(service))) as client:
         result = await client.call_tool("get_random_integers", {"count": 3})
         status = await client.call_tool("get_status", {})

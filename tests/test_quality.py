@@ -24,7 +24,12 @@ API_KEY = "quality-test-key-0001"
 def _service(fill: bytes) -> EntropyService:
     settings = load(
         GatewaySettings,
-        {"QRNG_HMAC_SECRET_KEY": "ef" * 32, "QRNG_API_KEYS": API_KEY, "QRNG_ACCESS_LOG": "0"},
+        {
+            "QRNG_HMAC_SECRET_KEY": "ef" * 32,
+            "QRNG_API_KEYS": API_KEY,
+            "QRNG_ACCESS_LOG": "0",
+            "QRNG_MAX_CLOCK_SKEW_S": "0",
+        },
     )
     service = EntropyService(settings)
     service.pool.add(fill)

@@ -145,8 +145,9 @@ class DroppingRelay:
     """A UDP relay on 127.0.0.1 that forwards datagrams to ``target``, dropping some.
 
     With ``drop_every=k``, the k-th, 2k-th, ... datagram received is dropped, up to and including
-    datagram ``drop_until``, and so is the first telemetry datagram after the first datagram
-    (telemetry shares the sequence, so its loss is a gap too); everything after that is
+    datagram ``drop_until``, and so is the first telemetry datagram after a forwarded one
+    (telemetry has its own sequence, whose first packet is its baseline: its loss is a gap
+    too); everything after that is
     forwarded, so every drop is followed by a datagram that reveals it. Every datagram is
     decoded (with the shared key) to count the entropy bytes it carries.
 
@@ -206,7 +207,11 @@ class DroppingRelay:
             index = len(self.log) + 1
             drop = bool(self.drop_every) and (
                 (index <= self.drop_until and index % self.drop_every == 0)
-                or (packet.telemetry and index > 1 and not self.telemetry_dropped())
+                or (
+                    packet.telemetry
+                    and any(s.telemetry for s in self.log)
+                    and not self.telemetry_dropped()
+                )
             )
             if not drop:
                 self._outbound.sendto(raw, self.target)
@@ -323,6 +328,7 @@ def namespaced_flow(link: OneWayLink, push_url: str) -> Iterator[tuple[Running, 
             "QRNG_TELEMETRY_INTERVAL_S": "1",
             "QRNG_ACCESS_LOG": "false",
             "QRNG_LOG_FORMAT": "json",
+            "QRNG_MAX_CLOCK_SKEW_S": "0",
         }
     )
     appliance_url = f"http://127.0.0.1:{APPLIANCE_PORT}"
@@ -469,7 +475,9 @@ def test_every_dropped_datagram_is_counted_as_a_sequence_gap(appliance: Running)
     sent = relay.unarmed_data_bytes + sum(s.data_bytes for s in log)
     assert stopped["pushed_bytes"] == {"gateway": sent}
     assert stopped["undelivered_bytes"] == 0
-    assert [s.seq for s in log] == list(range(log[0].seq, log[0].seq + len(log)))
+    for stream in (True, False):  # telemetry and data: each its own unbroken sequence
+        seqs = [s.seq for s in log if s.telemetry is stream]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     assert rejected(samples) == dict.fromkeys(REASONS, 0)
 
 

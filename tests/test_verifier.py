@@ -7,7 +7,7 @@ import pytest
 from qrng_dd import packet as wire
 from qrng_dd.errors import PacketError
 from qrng_dd.packet import PacketKey
-from qrng_dd.verifier import PacketVerifier
+from qrng_dd.verifier import PacketVerifier, SourceMark
 
 from .conftest import make_packet
 
@@ -25,8 +25,18 @@ class Clock:
         return self.now
 
 
-def _verifier(key: PacketKey, clock: Clock) -> PacketVerifier:
-    return PacketVerifier(key, "gateway", ttl_s=300, skew_s=60, clock=clock)
+def _verifier(
+    key: PacketKey, clock: Clock, marks: dict[str, SourceMark] | None = None
+) -> PacketVerifier:
+    """A verifier with a sequence memory (empty unless ``marks``), as with QRNG_STATE_DIR."""
+    return PacketVerifier(
+        key, "gateway", ttl_s=300, skew_s=60, clock=clock, marks={} if marks is None else marks
+    )
+
+
+def _forgetful(key: PacketKey, clock: Clock) -> PacketVerifier:
+    """A verifier with no memory of an earlier run (no QRNG_STATE_DIR)."""
+    return PacketVerifier(key, "gateway", ttl_s=300, skew_s=60, clock=clock, marks=None)
 
 
 def _raw(key: PacketKey, **kw: object) -> bytes:
@@ -85,11 +95,33 @@ def test_stale_and_future_are_refused(key: PacketKey) -> None:
     v.verify(_raw(key, ts_us=START_US + 1000 * 10**6 + 59 * 10**6))
 
 
-def test_packets_from_before_the_gateway_started_are_stale(key: PacketKey) -> None:
-    """A packet created before start minus skew is refused even inside the TTL."""
-    v = _verifier(key, Clock())
-    assert _reason(v, _raw(key, ts_us=START_US - 61 * 10**6)) == "stale"
-    v.verify(_raw(key, ts_us=START_US - 59 * 10**6))
+def test_without_memory_anything_that_may_predate_the_start_is_stale(key: PacketKey) -> None:
+    """No state: ts below start + skew is refused, whatever side the collector's clock is on.
+
+    A collector 30 s ahead stamps a packet made 1 s before the start with START + 29 s: still
+    refused. One 30 s behind is refused until its clock passes START + skew.
+    """
+    clock = Clock()
+    v = _forgetful(key, clock)
+    assert not v.remembers
+    assert v.quiet_until == START + 60
+    for created in (-61, -1, 0, 29, 59.9):
+        assert _reason(v, _raw(key, ts_us=START_US + int(created * 10**6))) == "stale"
+    clock.now = START + 60
+    v.verify(_raw(key, ts_us=START_US + 60 * 10**6))
+
+
+def test_with_memory_packets_are_judged_by_sequence_alone(key: PacketKey) -> None:
+    """Restored marks: no quiet start; a replay of what the last run accepted is refused."""
+    marks = {"collector": SourceMark(seq=100, ts_us=START_US - 10**6, telemetry_seq=7)}
+    v = _verifier(key, Clock(), marks)
+    assert v.remembers
+    assert v.quiet_until < START
+    assert _reason(v, _raw(key, seq=100, ts_us=START_US - 10**6)) == "replay"
+    assert _reason(v, _raw(key, seq=7, flags=3, ts_us=START_US - 10**6)) == "replay"
+    accepted = v.verify(_raw(key, seq=103, ts_us=START_US - 10**6 + 500))
+    assert accepted.gap == 2  # what was sent while the gateway was down is counted
+    assert v.marks()["collector"].seq == 103
 
 
 def test_wrong_destination_is_refused(key: PacketKey) -> None:
@@ -153,3 +185,53 @@ def test_idle_sources_are_forgotten_after_ttl_plus_skew(key: PacketKey) -> None:
     clock.now = START + 361
     assert v.forget_idle() == ["collector"]
     assert _reason(v, raw) == "stale"
+
+
+def test_telemetry_has_its_own_sequence(key: PacketKey) -> None:
+    """A heartbeat may overtake a data packet that waits for room: neither is a replay."""
+    v = _verifier(key, Clock())
+    waiting = _raw(key, seq=10)  # data, refused 507 for now: checked, never accepted
+    v.check(waiting)
+    v.verify(_raw(key, seq=11, flags=3))  # heartbeat, its own stream
+    v.verify(waiting)  # the data packet's retry still goes in
+    assert _reason(v, _raw(key, seq=11, flags=3)) == "replay"
+    assert _reason(v, waiting) == "replay"
+    state = v.sources["collector"]
+    assert (state.last_seq, state.telemetry and state.telemetry.seq) == (10, 11)
+
+
+def test_check_records_nothing_and_accept_rechecks(key: PacketKey) -> None:
+    """Two checked copies of one packet: only the first accept wins."""
+    v = _verifier(key, Clock())
+    raw = _raw(key, seq=5)
+    first, second = v.check(raw), v.check(raw)
+    assert "collector" not in v.sources
+    v.accept(first)
+    with pytest.raises(PacketError) as err:
+        v.accept(second)
+    assert err.value.reason == "replay"
+
+
+def test_a_heartbeat_counts_tail_loss_and_late_arrivals_are_not_counted_twice(
+    key: PacketKey,
+) -> None:
+    """Data 1..3 arrive, 4..6 are lost at the tail: the heartbeat saying 6 counts 3 lost."""
+    v = _verifier(key, Clock())
+    for seq in (1, 2, 3):
+        v.verify(_raw(key, seq=seq, ts_us=START_US + seq))
+    assert v.note_sent("collector", 6, START_US + 100) == 3
+    assert v.note_sent("collector", 6, START_US + 200) == 0  # said again: nothing new
+    late = v.verify(_raw(key, seq=5, ts_us=START_US + 5))  # reordered, not lost after all
+    assert late.gap == 0
+    after = v.verify(_raw(key, seq=8, ts_us=START_US + 300))
+    assert after.gap == 1  # only 7 is new loss
+    state = v.sources["collector"]
+    assert (state.gaps, state.late) == (4, 1)
+
+
+def test_a_heartbeat_after_a_collector_restart_is_not_loss(key: PacketKey) -> None:
+    """A heartbeat from a restarted collector names a seq millions above: a restart."""
+    v = _verifier(key, Clock())
+    v.verify(_raw(key, seq=START_US - 10**7, ts_us=START_US - 10**7))
+    assert v.note_sent("collector", START_US + 10**7, START_US) == 0
+    assert v.sources["collector"].restarts == 1

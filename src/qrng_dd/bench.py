@@ -437,6 +437,7 @@ def gateway_env(
         QRNG_ACCESS_LOG="true" if access_log else "false",
         QRNG_LOG_LEVEL=log_level,
         QRNG_LOG_FORMAT="json",
+        QRNG_MAX_CLOCK_SKEW_S="0",  # one machine, one clock: no quiet start
     )
     if udp_port is not None:
         env["QRNG_UDP_LISTEN"] = f"{HOST}:{udp_port}"

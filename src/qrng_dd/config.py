@@ -189,10 +189,17 @@ class GatewaySettings(_Keyed):
     tls_client_ca_file: Path | None = None
     mcp_enabled: bool = False
     access_log: bool = True
+    #: Durable sequence memory (never entropy): see :mod:`qrng_dd.gateway.state`.
+    state_dir: Path | None = None
 
     _split = field_validator("api_keys", mode="before")(_split_commas)
 
     _id = field_validator("gateway_id")(_check_id)
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_keys")
     @classmethod

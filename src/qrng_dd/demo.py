@@ -49,6 +49,9 @@ def _gateway_settings(hmac_key: str, api_key: str, port: int, mcp: bool) -> Gate
             "QRNG_PORT": str(port),
             "QRNG_MCP_ENABLED": "true" if mcp else "false",
             "QRNG_ACCESS_LOG": "false",
+            # Collector and gateway share this process's clock: no skew to allow, so the
+            # gateway has no quiet start (see QRNG_STATE_DIR in the README).
+            "QRNG_MAX_CLOCK_SKEW_S": "0",
         },
     )
 

@@ -6,6 +6,7 @@
     ├── PacketError            a packet was refused; ``reason`` is its metric label (DESIGN §3)
     ├── PoolFullError          valid packet, but no room under ``discard``; not consumed (507)
     ├── EntropyExhaustedError  the pool holds fewer bytes than asked (P4: 503, never padding)
+    ├── StateError             the state directory could not be written; bytes not pooled (503)
     └── ConfigError            invalid configuration; ``str()`` is one line for the operator
 
 Local faults (a caller asked for something impossible) and remote faults (a peer sent
@@ -57,6 +58,10 @@ class EntropyExhaustedError(QrngError):
         super().__init__(f"asked for {requested} bytes, {available} available")
         self.requested = requested
         self.available = available
+
+
+class StateError(QrngError):
+    """The accepted ``seq`` could not be made durable: the packet's bytes were dropped."""
 
 
 class ConfigError(QrngError):

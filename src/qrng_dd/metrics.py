@@ -65,11 +65,12 @@ class GatewayMetrics:
         )  # fmt: skip
         self.bytes_dropped = Counter(
             "qrng_bytes_dropped",
-            "Entropy bytes not pooled: overflow (discard policy) or evicted (replace policy)",
+            "Entropy bytes not pooled: overflow (discard policy), evicted (replace policy) or "
+            "state (their seq could not be written to the state directory)",
             ["reason"],
             registry=r,
         )
-        for cause in ("overflow", "evicted"):
+        for cause in ("overflow", "evicted", "state"):
             self.bytes_dropped.labels(cause)
         self.sequence_gaps = Counter(
             "qrng_sequence_gaps", "Missing sequence numbers (lost packets)", ["source"],
@@ -81,9 +82,13 @@ class GatewayMetrics:
         pool: EntropyPool,
         started: float,
         telemetry: Callable[[], dict[str, dict[str, Any]]],
+        link: Callable[[], tuple[bool, float | None]] = lambda: (False, None),
     ) -> None:
-        """Register the scrape-time view of the pool, the uptime and the telemetry."""
-        self.registry.register(_ScrapeCollector(pool, started, telemetry))
+        """Register the scrape-time view of the pool, the uptime, the link and the telemetry.
+
+        ``link`` returns (up, seconds since the last packet or ``None``).
+        """
+        self.registry.register(_ScrapeCollector(pool, started, telemetry, link))
 
 
 class _ScrapeCollector(Collector):
@@ -92,10 +97,12 @@ class _ScrapeCollector(Collector):
         pool: EntropyPool,
         started: float,
         telemetry: Callable[[], dict[str, dict[str, Any]]],
+        link: Callable[[], tuple[bool, float | None]],
     ) -> None:
         self._pool = pool
         self._started = started
         self._telemetry = telemetry
+        self._link = link
 
     def collect(self) -> Iterator[Metric]:
         pool = self._pool
@@ -114,6 +121,16 @@ class _ScrapeCollector(Collector):
         yield GaugeMetricFamily(
             "qrng_uptime_seconds", "Seconds since the gateway started", time.time() - self._started
         )
+        up, age = self._link()
+        yield GaugeMetricFamily(
+            "qrng_link_up",
+            "1 when a packet (data or heartbeat) arrived within three telemetry intervals",
+            1.0 if up else 0.0,
+        )
+        if age is not None:
+            yield GaugeMetricFamily(
+                "qrng_last_packet_age_seconds", "Seconds since the last accepted packet", age
+            )
         errors = CounterMetricFamily(
             "qrng_collector_fetch_errors",
             "Appliance fetch errors reported by collectors' telemetry",

@@ -173,15 +173,23 @@ class Collector:
         self.dropped: dict[str, int] = {"buffer_full": 0, "refused": 0, "expired": 0}
         self.contributing = 0
         self.paused_reason: str | None = "starting"
+        # Two sequences per target, data and telemetry, both from this process's start time
+        # in microseconds (DESIGN §3): a heartbeat never waits behind a data packet the
+        # gateway cannot take yet (507), nor makes that packet's retry look like a replay.
         self._seq_start = int(self.started * 1_000_000)
         self._seq = dict.fromkeys(self.outboxes, self._seq_start)
+        self._telemetry_seq = dict.fromkeys(self.outboxes, self._seq_start)
+        #: The last data seq whose fate is settled (delivered, refused, expired, or sent as a
+        #: datagram): heartbeats carry it so the gateway counts loss at the tail too.
+        self._settled_seq = dict.fromkeys(self.outboxes, 0)
         self._fetching = True
         self._turn = 0
 
     # -- packets ---------------------------------------------------------------------------
 
     def _packet(self, target: PushTarget, data: bytes, *, telemetry: bool = False) -> bytes:
-        self._seq[target.gateway_id] += 1
+        counters = self._telemetry_seq if telemetry else self._seq
+        counters[target.gateway_id] += 1
         flags = wire.FLAG_ENCRYPTED if self.settings.encrypt_payload else 0
         if telemetry:
             flags |= wire.FLAG_TELEMETRY
@@ -191,7 +199,7 @@ class Collector:
                 flags=flags,
                 source=self.settings.collector_id,
                 dest=target.gateway_id,
-                seq=self._seq[target.gateway_id],
+                seq=counters[target.gateway_id],
                 ts_us=int(time.time() * 1_000_000),
                 data=data,
             ),
@@ -214,6 +222,7 @@ class Collector:
             "fetched_bytes": {s.source.name: s.fetched_bytes for s in self.slots},
             "health_failures": {s.source.name: s.monitor.failures for s in self.slots},
             "pushed_bytes": self.pushed[target.gateway_id],
+            "data_seq": self._settled_seq[target.gateway_id],
             "dropped_bytes": dict(self.dropped),
             "buffered_bytes": len(self.outboxes[target.gateway_id].data),
         }
@@ -335,68 +344,97 @@ class Collector:
         self.dropped[reason] += n
         self.metrics.dropped.labels(reason).inc(n)
 
-    async def _next_payload(
-        self, target: PushTarget, size: int, fetched: anyio.Event, clock: dict[str, float]
-    ) -> tuple[bytes, bool] | None:
-        """The next thing to send to ``target``: ``(data, is_telemetry)``, or ``None`` once
-        fetching is over (``fetched`` is set) and nothing is left. Telemetry goes out every
-        interval, and at once at start. Waiting for the fetch loop to end, not merely for the
+    async def _next_data(self, target: PushTarget, size: int, fetched: anyio.Event) -> bytes:
+        """The next bytes to send to ``target``, or ``b""`` once fetching is over (``fetched``
+        is set) and nothing is left. Waiting for the fetch loop to end, not merely for the
         stop signal, is what lets the last round's bytes out in the final flush.
         """
         box = self.outboxes[target.gateway_id]
         while not box.data:
             if fetched.is_set():
-                return None
-            if time.monotonic() >= clock["telemetry"]:
-                clock["telemetry"] = time.monotonic() + self.settings.telemetry_interval_s
-                return wire.encode_telemetry(self.telemetry(target)), True
-            with anyio.move_on_after(max(0.0, clock["telemetry"] - time.monotonic())):
-                async with anyio.create_task_group() as tg:
+                return b""
+            async with anyio.create_task_group() as tg:
 
-                    async def _wake_when_fetched() -> None:
-                        await fetched.wait()
-                        tg.cancel_scope.cancel()
-
-                    tg.start_soon(_wake_when_fetched)
-                    await box.ready.wait()
+                async def _wake_when_fetched() -> None:
+                    await fetched.wait()
                     tg.cancel_scope.cancel()
-        return box.take(size), False
+
+                tg.start_soon(_wake_when_fetched)
+                await box.ready.wait()
+                tg.cancel_scope.cancel()
+        return box.take(size)
+
+    async def heartbeat(self, target: PushTarget, done: anyio.Event) -> None:
+        """Telemetry to one gateway every interval, on its own, whatever the data's fate.
+
+        It has its own task, sequence and (for UDP) socket: a full pool that makes data
+        packets wait (507) or an outbox that never empties cannot delay it, so the gateway
+        sees the link up as long as it is. One last heartbeat goes out after the final flush,
+        so the gateway learns the last data ``seq`` (tail loss).
+        """
+        send, close = self._sender(target)
+        try:
+            while True:
+                stats = wire.encode_telemetry(self.telemetry(target))
+                await send(self._packet(target, stats, telemetry=True))
+                if done.is_set():
+                    return
+                with anyio.move_on_after(self.settings.telemetry_interval_s):
+                    await done.wait()
+        finally:
+            close()
+
+    def _sender(self, target: PushTarget) -> tuple[Callable[[bytes], Any], Callable[[], None]]:
+        """A send-once function for heartbeats (nothing is retried: the next one comes)."""
+        if target.scheme != "udp":
+
+            async def post(raw: bytes) -> None:
+                await self._post(target, raw)
+
+            return post, lambda: None
+        sock = _udp_socket(target)
+        sendto = _sendto(sock, (target.host, target.port))
+
+        async def send(raw: bytes) -> None:
+            try:
+                await sendto(raw)
+            except OSError as err:
+                log.warning("udp_send_failed", gateway=target.gateway_id, error=str(err))
+
+        return send, sock.close
 
     async def http_sender(
         self, target: PushTarget, fetched: anyio.Event, done: anyio.Event
     ) -> None:
-        """Push to one HTTP(S) gateway until ``done`` (set after the final flush)."""
-        clock = {"telemetry": time.monotonic()}
+        """Push data to one HTTP(S) gateway until ``done`` (set after the final flush)."""
         ttl_guard = 120.0  # well inside the gateway's default 300 s TTL
         attempt = 0
+        gid = target.gateway_id
         while not done.is_set():
-            payload = await self._next_payload(target, HTTP_CHUNK, fetched, clock)
-            if payload is None:
+            data = await self._next_data(target, HTTP_CHUNK, fetched)
+            if not data:
                 return
-            data, telemetry = payload
-            raw = self._packet(target, data, telemetry=telemetry)
+            raw = self._packet(target, data)
+            seq = self._seq[gid]
             built = time.monotonic()
             while not done.is_set():
                 outcome = await self._post(target, raw)
                 if outcome in ("delivered", "replayed"):
-                    if not telemetry:
-                        self._delivered(target, len(data))
+                    self._delivered(target, len(data))
                     attempt = 0
                     break
                 if outcome == "refused":
-                    if not telemetry:
-                        self._drop("refused", len(data))
+                    self._drop("refused", len(data))
                     break
                 if time.monotonic() - built > ttl_guard:
-                    if not telemetry:
-                        self._drop("expired", len(data))
+                    self._drop("expired", len(data))
                     break
                 attempt += 1
                 with anyio.move_on_after(backoff_delay(attempt)):
                     await done.wait()
             else:
-                if not telemetry:
-                    self._drop("expired", len(data))
+                self._drop("expired", len(data))
+            self._settled_seq[gid] = seq
 
     async def _post(self, target: PushTarget, raw: bytes) -> str:
         try:
@@ -426,23 +464,19 @@ class Collector:
         return "refused"
 
     async def udp_sender(self, target: PushTarget, fetched: anyio.Event, done: anyio.Event) -> None:
-        """Send datagrams to one UDP gateway, paced, never reading anything."""
-        family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
-        address = (target.host, target.port)
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        loop_sendto = _sendto(sock, address)
+        """Send data datagrams to one UDP gateway, paced, never reading anything."""
+        sock = _udp_socket(target)
+        loop_sendto = _sendto(sock, (target.host, target.port))
         rate = self.settings.udp_max_bitrate / 8  # bytes per second
         size = self.settings.udp_payload_bytes
-        clock = {"telemetry": time.monotonic()}
         budget_at = time.monotonic()  # when the pacer's budget is back to zero
+        gid = target.gateway_id
         try:
             while not done.is_set():
-                payload = await self._next_payload(target, size, fetched, clock)
-                if payload is None:
+                data = await self._next_data(target, size, fetched)
+                if not data:
                     return
-                data, telemetry = payload
-                raw = self._packet(target, data, telemetry=telemetry)
+                raw = self._packet(target, data)
                 now = time.monotonic()
                 budget_at = max(budget_at, now) + len(raw) / rate
                 if budget_at - now > 0.002:
@@ -451,13 +485,12 @@ class Collector:
                     await loop_sendto(raw)
                 except OSError as err:
                     # No route, buffer full: the datagram is lost like any other on the link.
-                    self.metrics.push_errors.labels(target.gateway_id).inc()
-                    if not telemetry:
-                        self._drop("refused", len(data))
-                    log.warning("udp_send_failed", gateway=target.gateway_id, error=str(err))
-                    continue
-                if not telemetry:
+                    self.metrics.push_errors.labels(gid).inc()
+                    self._drop("refused", len(data))
+                    log.warning("udp_send_failed", gateway=gid, error=str(err))
+                else:
                     self._delivered(target, len(data))
+                self._settled_seq[gid] = self._seq[gid]
         finally:
             sock.close()
 
@@ -495,6 +528,7 @@ class Collector:
                 for target in self.targets:
                     sender = self.udp_sender if target.scheme == "udp" else self.http_sender
                     tg.start_soon(sender, target, fetched, done)
+                    tg.start_soon(self.heartbeat, target, done)
                 tg.start_soon(self.write_textfile, stop)
                 await self.fetch_loop(stop)
                 fetched.set()
@@ -529,6 +563,14 @@ def _detail(response: httpx.Response) -> str:
     except ValueError:
         return response.text[:200]
     return str(body.get("detail", ""))[:200] if isinstance(body, dict) else ""
+
+
+def _udp_socket(target: PushTarget) -> socket.socket:
+    """A non-blocking UDP socket that only ever sends (P1)."""
+    family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    return sock
 
 
 def _sendto(sock: socket.socket, address: tuple[str, int]) -> Callable[[bytes], Any]:

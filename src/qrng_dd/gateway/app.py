@@ -31,7 +31,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from qrng_dd import derive
-from qrng_dd.errors import EntropyExhaustedError, PacketError, PoolFullError
+from qrng_dd.errors import EntropyExhaustedError, PacketError, PoolFullError, StateError
 from qrng_dd.gateway.openapi import DOCS_HTML, openapi_document
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.logs import fingerprint
@@ -396,7 +396,14 @@ class GatewayApp:
             self.service.refuse(err, "http")
             raise Problem(413, "Packet refused", f"oversize: {err.detail}") from None
         try:
-            result = self.service.ingest(raw, "http")
+            result = await self.service.ingest(raw, "http")
+        except StateError:
+            raise Problem(
+                503,
+                "State not durable",
+                "the packet was accepted but its sequence number could not be written to the "
+                "state directory, so its bytes were dropped; see the gateway's log",
+            ) from None
         except PacketError as err:
             status = _PUSH_STATUS.get(err.reason, 400)
             raise Problem(status, "Packet refused", f"{err.reason}: {err.detail}") from None

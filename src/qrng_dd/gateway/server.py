@@ -25,6 +25,7 @@ from qrng_dd import logs
 from qrng_dd.config import GatewaySettings, load
 from qrng_dd.gateway.app import FastFront, create_app
 from qrng_dd.gateway.service import EntropyService
+from qrng_dd.gateway.state import StateDir
 from qrng_dd.gateway.udp import open_socket, start_udp
 
 log = structlog.get_logger("qrng_dd.gateway")
@@ -58,9 +59,20 @@ def build_app(service: EntropyService) -> FastFront:
                 api_keys=len(settings.api_keys),
                 udp=settings.udp_listen,
                 mcp=settings.mcp_enabled,
+                state_dir=str(settings.state_dir) if settings.state_dir else None,
+                remembers_previous_run=service.verifier.remembers,
             )
+            if not service.verifier.remembers:
+                log.warning(
+                    "quiet_start",
+                    message="no sequence memory of an earlier run (QRNG_STATE_DIR unset or new): "
+                    "packets created before this start plus QRNG_MAX_CLOCK_SKEW_S are refused "
+                    "as stale, so no replay of what an earlier instance served can be accepted",
+                    quiet_s=round(max(0.0, service.verifier.quiet_until - service.clock()), 1),
+                )
             yield
             log.info("gateway_stopping", bytes_pooled=service.pool.available)
+            await service.close()
 
     return create_app(service, extra_routes=extra, lifespan=lifespan)
 
@@ -183,6 +195,14 @@ def run_gateway(config_file: Path | None) -> int:
 
     settings = load(GatewaySettings, config_file=config_file)
     logs.configure(settings.log_format, settings.log_level)
+    if settings.state_dir is not None:
+        # Checked here so a bad one is one line before any worker starts; the worker then
+        # opens and locks it for good.
+        state = StateDir(settings.state_dir, settings.gateway_id)
+        try:
+            state.load()
+        finally:
+            state.close()
     try:
         bind(settings.host, settings.port).close()
     except OSError as err:

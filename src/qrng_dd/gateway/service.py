@@ -10,6 +10,8 @@ completion without interleaving, which is what makes a :class:`~qrng_dd.pool.Dra
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +21,8 @@ import structlog
 
 from qrng_dd import derive
 from qrng_dd.config import GatewaySettings
-from qrng_dd.errors import REJECT_REASONS, PacketError
+from qrng_dd.errors import REJECT_REASONS, PacketError, PoolFullError, StateError
+from qrng_dd.gateway.state import StateDir, StateJournal
 from qrng_dd.metrics import GatewayMetrics
 from qrng_dd.packet import Packet, decode_telemetry
 from qrng_dd.pool import EntropyPool
@@ -41,6 +44,15 @@ class IngestResult:
     accepted_bytes: int
     dropped_bytes: int
     gap: int
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An accepted packet on its way to the pool: ``generation`` is its state-journal entry."""
+
+    packet: Packet
+    gap: int
+    generation: int
 
 
 @dataclass(slots=True)
@@ -65,19 +77,31 @@ class EntropyService:
         self.clock = clock
         self.started = clock()
         self.pool = EntropyPool(settings.buffer_size, settings.buffer_overflow_policy)
+        # The state directory (P3 across restarts): opened and locked before anything else,
+        # so a bad one stops the gateway at start with one line naming QRNG_STATE_DIR.
+        self._state: StateDir | None = None
+        marks = None
+        if settings.state_dir is not None:
+            self._state = StateDir(settings.state_dir, settings.gateway_id)
+            marks = self._state.load()
         self.verifier = PacketVerifier(
             settings.packet_key(),
             settings.gateway_id,
             ttl_s=settings.packet_ttl_s,
             skew_s=settings.max_clock_skew_s,
             clock=clock,
+            marks=marks,
         )
+        self.journal = (
+            StateJournal(self._state, self.verifier.marks) if self._state is not None else None
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = metrics or GatewayMetrics()
         # Per-key buckets live here, not in the HTTP layer, so the REST routes and the MCP
         # mount draw on the same budget.
         self.limiter = RateLimiter(settings.rate_limit, settings.burst, settings.byte_rate_limit)
         self.telemetry: dict[str, Telemetry] = {}
-        self.metrics.watch(self.pool, self.started, self._telemetry_stats)
+        self.metrics.watch(self.pool, self.started, self._telemetry_stats, self._link_metric)
         self.requests_served = 0
         self.rejected = dict.fromkeys(REJECT_REASONS, 0)
         self._refusal_window: dict[str, tuple[int, int]] = {}
@@ -89,6 +113,7 @@ class EntropyService:
         self._rejected_counters = {r: m.packets_rejected.labels(r) for r in REJECT_REASONS}
         self._overflow_counter = m.bytes_dropped.labels("overflow")
         self._evicted_counter = m.bytes_dropped.labels("evicted")
+        self._state_counter = m.bytes_dropped.labels("state")
         self._accepted_counters: dict[str, Any] = {}
         self._received_counters: dict[str, Any] = {}
 
@@ -109,6 +134,11 @@ class EntropyService:
             suppressed_since_last=suppressed,
         )
 
+    def _link_metric(self) -> tuple[bool, float | None]:
+        now = self.clock()
+        age = None if self.last_packet_at is None else max(0.0, now - self.last_packet_at)
+        return self.link_up(now), age
+
     def _telemetry_stats(self) -> dict[str, dict[str, Any]]:
         return {source: t.stats for source, t in self.telemetry.items()}
 
@@ -123,27 +153,26 @@ class EntropyService:
         self.rejected[err.reason] += 1
         self._log_refusal(err, transport)
 
-    def _admit(self, packet: Packet) -> bool:
-        # Under "discard", a data packet that would find no room at all is not consumed:
-        # the collector keeps it and resends the identical packet later (same seq), so a
-        # full pool loses no entropy. Telemetry is always admitted.
-        return packet.telemetry or self.pool.policy != "discard" or self.pool.free > 0
+    def receive(self, raw: bytes, transport: str, *, resendable: bool) -> Received:
+        """Verify one encoded packet and record it as accepted; pool nothing yet.
 
-    def ingest(self, raw: bytes, transport: str = "http") -> IngestResult:
-        """Verify one encoded packet and pool its bytes (or record its telemetry).
+        Telemetry is applied at once (it carries no entropy). ``resendable``: the sender can
+        be told "later" and will send the identical packet again, so under ``discard`` a data
+        packet that would find no room at all is not consumed (a full pool loses no entropy).
 
         Raises:
             PacketError: refused; counted under its reason and logged.
             PoolFullError: valid, but no room under ``discard``; not consumed.
         """
         try:
-            # Only a pusher that can be told "507, later" keeps its packet; over UDP nobody can
-            # be told anything, so what does not fit is dropped and counted.
-            accepted = self.verifier.verify(raw, admit=self._admit if transport == "http" else None)
+            verified = self.verifier.check(raw)
+            packet = verified.packet
+            if resendable and not packet.telemetry and self._no_room():
+                raise PoolFullError("no room in the pool; send this packet again later")
+            accepted = self.verifier.accept(verified)
         except PacketError as err:
             self.refuse(err, transport)
             raise
-        packet = accepted.packet
         now = self.clock()
         self.last_packet_at = now
         source = packet.source
@@ -160,16 +189,35 @@ class EntropyService:
                 self._accepted_counters.pop(idle, None)
                 self._received_counters.pop(idle, None)
         if packet.telemetry:
-            try:
-                stats = decode_telemetry(packet.data)
-            except PacketError as err:
-                log.warning("telemetry_unreadable", source=packet.source, detail=err.detail)
-                stats = {}
-            self.telemetry[packet.source] = Telemetry(stats, now)
-            return IngestResult(packet.source, True, 0, 0, accepted.gap)
+            self._telemetry_received(packet, now)
+        generation = self.journal.changed() if self.journal is not None else 0
+        return Received(packet, accepted.gap, generation)
+
+    def _telemetry_received(self, packet: Packet, now: float) -> None:
+        try:
+            stats = decode_telemetry(packet.data)
+        except PacketError as err:
+            log.warning("telemetry_unreadable", source=packet.source, detail=err.detail)
+            stats = {}
+        self.telemetry[packet.source] = Telemetry(stats, now)
+        sent = stats.get("data_seq")  # the last data seq the collector finished sending
+        if type(sent) is int and (
+            lost := self.verifier.note_sent(packet.source, sent, packet.ts_us)
+        ):
+            self.metrics.sequence_gaps.labels(packet.source).inc(lost)
+
+    def _no_room(self) -> bool:
+        return self.pool.policy == "discard" and self.pool.free == 0
+
+    def pool_bytes(self, received: Received) -> IngestResult:
+        """Put an accepted data packet's bytes in the pool, counting what did not fit."""
+        packet = received.packet
+        if packet.telemetry:
+            return IngestResult(packet.source, True, 0, 0, received.gap)
         evicted_before = self.pool.evicted_total
         kept = self.pool.add(packet.data)
         dropped = len(packet.data) - kept
+        source = packet.source
         counter = self._received_counters.get(source)
         if counter is None:
             counter = self._received_counters[source] = self.metrics.bytes_received.labels(source)
@@ -178,7 +226,67 @@ class EntropyService:
             self._overflow_counter.inc(dropped)
         if evicted := self.pool.evicted_total - evicted_before:
             self._evicted_counter.inc(evicted)
-        return IngestResult(packet.source, False, kept, dropped, accepted.gap)
+        return IngestResult(source, False, kept, dropped, received.gap)
+
+    async def durable(self, received: Received) -> None:
+        """Wait until the packet's ``seq`` is in the state directory (no-op without one).
+
+        Raises:
+            StateError: the write failed; the packet's bytes are dropped and counted, never
+                pooled, since nothing on disk would refuse their replay after a restart.
+        """
+        if self.journal is None or received.packet.telemetry:
+            return
+        try:
+            await self.journal.durable(received.generation)
+        except OSError as err:
+            size = len(received.packet.data)
+            self._state_counter.inc(size)
+            log.error("state_write_failed", state_dir=str(self.settings.state_dir),
+                      error=str(err), dropped_bytes=size)  # fmt: skip
+            raise StateError(str(err)) from None
+
+    async def ingest(self, raw: bytes, transport: str = "http") -> IngestResult:
+        """Verify, record durably, then pool: the whole way of one pushed packet.
+
+        Raises:
+            PacketError, PoolFullError: see :meth:`receive`.
+            StateError: see :meth:`durable`.
+        """
+        received = self.receive(raw, transport, resendable=transport == "http")
+        await self.durable(received)
+        return self.pool_bytes(received)
+
+    def ingest_datagram(self, raw: bytes) -> None:
+        """A UDP datagram: nobody can be asked to resend, so what does not fit is dropped.
+
+        With a state directory its bytes are pooled by a task once durable.
+
+        Raises:
+            PacketError: refused; counted and logged.
+        """
+        received = self.receive(raw, "udp", resendable=False)
+        if self.journal is None or received.packet.telemetry:
+            self.pool_bytes(received)
+            return
+        task = asyncio.get_running_loop().create_task(self._pool_when_durable(received))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pool_when_durable(self, received: Received) -> None:
+        with contextlib.suppress(StateError):  # counted and logged
+            await self.durable(received)
+            self.pool_bytes(received)
+
+    async def close(self) -> None:
+        """Write the last marks and release the state directory (at shutdown)."""
+        if self.journal is None or self._state is None:
+            return
+        try:
+            await self.journal.flush()
+        except OSError as err:
+            log.error("state_write_failed", state_dir=str(self._state.directory), error=str(err))
+        self._state.close()
 
     # -- serving --------------------------------------------------------------------------
 
@@ -228,9 +336,11 @@ class EntropyService:
         for name, state in self.verifier.sources.items():
             entry: dict[str, Any] = {
                 "last_seq": state.last_seq,
+                "last_telemetry_seq": None if state.telemetry is None else state.telemetry.seq,
                 "last_packet_age_seconds": round(max(0.0, now - state.last_seen), 3),
                 "packets_accepted": state.accepted,
                 "sequence_gaps": state.gaps,
+                "late_packets": state.late,
                 "restarts": state.restarts,
                 "loss_ratio": round(state.gaps / (state.gaps + state.accepted), 6)
                 if state.accepted
@@ -253,11 +363,20 @@ class EntropyService:
             out.append(f"pool critically low: {fill:.1f}% full")
         elif fill < HEALTHY_FILL:
             out.append(f"pool low: {fill:.1f}% full")
-        down_after = 3 * self.settings.telemetry_interval_s
         if self.last_packet_at is None:
             out.append("no packet received yet")
-        elif now - self.last_packet_at > down_after:
+        elif not self.link_up(now):
             out.append(f"link down: no packet for {now - self.last_packet_at:.0f} s")
+        if self._state is None:
+            out.append(
+                "no QRNG_STATE_DIR: after a restart, replays are refused by creation time alone"
+            )
+        if now < self.verifier.quiet_until:
+            out.append(
+                f"quiet start: packets created before the start plus the allowed clock skew "
+                f"are refused for {self.verifier.quiet_until - now:.0f} s more "
+                "(no sequence memory of an earlier run)"
+            )
         for source, t in self.telemetry.items():
             for appliance, state in _health_map(t.stats).items():
                 if state == "quarantined":
@@ -266,15 +385,29 @@ class EntropyService:
                 out.append(f"collector {source} is not pushing: {t.stats.get('paused_reason')}")
         return out
 
+    def link_up(self, now: float | None = None) -> bool:
+        """A packet (data or heartbeat) arrived within three telemetry intervals.
+
+        Heartbeats travel on their own stream, whatever becomes of the data, so a full pool
+        keeps the link up; a silent collector (or a cut link) takes it down.
+        """
+        now = self.clock() if now is None else now
+        last = self.last_packet_at
+        return last is not None and now - last <= 3 * self.settings.telemetry_interval_s
+
     def health(self) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, body) for ``/health``: 503 only when unhealthy (< 10 % full)."""
+        """(HTTP status, body) for ``/health``: 503 only when unhealthy (< 10 % full).
+
+        A link that is down makes a full pool ``degraded``: the pool drains with nothing
+        coming in, and an operator must hear of it before it is empty.
+        """
         fill = self.pool.fill_percent
-        if fill >= HEALTHY_FILL:
-            status = "healthy"
-        elif fill >= DEGRADED_FILL:
+        if fill < DEGRADED_FILL:
+            status = "unhealthy"
+        elif fill < HEALTHY_FILL or not self.link_up():
             status = "degraded"
         else:
-            status = "unhealthy"
+            status = "healthy"
         body = {
             "status": status,
             "buffer_fill_percent": round(fill, 3),
@@ -300,9 +433,24 @@ class EntropyService:
             "total_bytes_served": self.pool.taken_total,
             "bytes_dropped": self.pool.dropped_total,
             "bytes_evicted": self.pool.evicted_total,
+            "link_up": self.link_up(now),
+            "last_packet_age_seconds": None
+            if self.last_packet_at is None
+            else round(max(0.0, now - self.last_packet_at), 3),
+            "state": self.state_status(),
             "sources": self._source_status(now),
             "rejected_packets": dict(self.rejected),
             "warnings": health["warnings"],
+        }
+
+    def state_status(self) -> dict[str, Any]:
+        """Where the sequence memory lives and whether it covers packets from before the start."""
+        return {
+            "dir": None if self._state is None else str(self._state.directory),
+            "remembers_previous_run": self.verifier.remembers,
+            "quiet_until_unix": round(self.verifier.quiet_until, 3),
+            "writes": 0 if self.journal is None else self.journal.writes,
+            "write_failures": 0 if self.journal is None else self.journal.failures,
         }
 
 

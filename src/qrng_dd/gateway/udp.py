@@ -34,7 +34,7 @@ class _Receiver(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         # Over UDP the pool's overflow policy applies as is (nobody can be asked to resend).
         with contextlib.suppress(PacketError):  # counted and logged by the service
-            self.service.ingest(data, "udp")
+            self.service.ingest_datagram(data)
 
 
 def open_socket(host: str, port: int) -> socket.socket:
