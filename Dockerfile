@@ -39,9 +39,12 @@ LABEL org.opencontainers.image.title="qrng-dd" \
       org.opencontainers.image.licenses="MIT"
 
 # Fixed numeric ids so Kubernetes runAsNonRoot can verify them, no home, no shell.
+# /var/lib/qrng-dd: the gateway's QRNG_STATE_DIR (sequence numbers only, never entropy); a
+# named volume mounted there starts with this owner and mode.
 RUN groupadd --system --gid 10001 qrng \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
-            --home-dir /nonexistent --shell /usr/sbin/nologin qrng
+            --home-dir /nonexistent --shell /usr/sbin/nologin qrng \
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/qrng-dd
 
 COPY --from=builder /opt/venv /opt/venv
 

@@ -89,13 +89,17 @@ def make_raw(
     seq: int | None = None,
     ts_us: int | None = None,
 ) -> bytes:
-    """One encoded packet, fresh and next in sequence unless told otherwise."""
+    """One encoded packet, fresh and next in its stream unless told otherwise.
+
+    Telemetry (flag bit 2) is numbered on its own stream, as a collector does (DESIGN §3).
+    """
+    stream = f"{source}/telemetry" if flags & 2 else source
     packet = Packet(
         os.urandom(16),
         flags,
         source,
         dest,
-        next_seq(source) if seq is None else seq,
+        next_seq(stream) if seq is None else seq,
         int(time.time() * 1_000_000) if ts_us is None else ts_us,
         data,
     )

@@ -198,7 +198,9 @@ class PacketVerifier:
             last = state.telemetry
             gap = 0
             if last is not None:
-                gap = self._count_gap(last, packet.seq - last.seq - 1, state, packet.ts_us)
+                gap = self._count_gap(
+                    last, packet.seq - last.seq - 1, state, packet.ts_us, stream="telemetry"
+                )
             state.telemetry = Stream(packet.seq, packet.ts_us)
             return Accepted(packet, gap)
         gap = 0
@@ -213,10 +215,17 @@ class PacketVerifier:
         return Accepted(packet, gap)
 
     @staticmethod
-    def _count_gap(last: Stream, gap: int, state: SourceState, ts_us: int) -> int:
-        """Count ``gap`` missing packets after ``last``, unless the jump means a restart."""
+    def _count_gap(
+        last: Stream, gap: int, state: SourceState, ts_us: int, *, stream: str = "data"
+    ) -> int:
+        """Count ``gap`` missing packets after ``last``, unless the jump means a restart.
+
+        A restarted collector jumps both of its streams; only the data stream counts it, so
+        one restart is one restart.
+        """
         if gap > max(0, ts_us - last.ts_us):
-            state.restarts += 1
+            if stream == "data":
+                state.restarts += 1
             return 0
         state.gaps += gap
         return gap
