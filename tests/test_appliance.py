@@ -22,6 +22,7 @@ from qrng_dd.appliance import (
     TokenBucket,
     add_arguments,
     create_app,
+    effective_bias,
     generate_bytes,
     run,
     serve_appliance,
@@ -279,6 +280,8 @@ async def test_control_endpoint_changes_faults_at_runtime() -> None:
         "stuck": False,
         "bias": 0.25,
         "max_bitrate": 8_000_000,
+        "repeat": 0.0,
+        "drift": 0.0,
     }
 
 
@@ -337,6 +340,250 @@ async def test_mutating_faults_in_process_changes_the_running_app() -> None:
         assert (await client.get("/api/2.0/int")).status_code == 200
         faults.error_rate = 1.0
         assert (await client.get("/api/2.0/int")).status_code == 500
+
+
+async def _stats(client: httpx.AsyncClient) -> dict[str, int]:
+    response = await client.get("/sim/stats")
+    assert response.status_code == 200
+    stats: dict[str, int] = response.json()
+    return stats
+
+
+async def _stream(client: httpx.AsyncClient, size: int) -> bytes:
+    response = await client.get("/api/2.0/streambytes", params={"size": size})
+    assert response.status_code == 200
+    assert len(response.content) == size
+    return response.content
+
+
+def _windows(data: bytes, width: int = 16) -> set[bytes]:
+    return {data[i : i + width] for i in range(len(data) - width + 1)}
+
+
+@pytest.mark.anyio
+async def test_repeat_one_replays_a_contiguous_slice_of_earlier_output() -> None:
+    """repeat=1: once the history covers a draw, every draw is an exact copy of served bytes."""
+    faults = Faults(repeat=1.0)
+    async with _client(create_app(faults)) as client:
+        first = await _stream(client, 4096)  # the history is empty: this draw must be fresh
+        replays = [await _stream(client, size) for size in (1024, 16, 4096, 3000)]
+        larger = await _stream(client, 8192)  # more than the 4 KiB held: fresh, then remembered
+        after = await _stream(client, 5000)
+        stats = await _stats(client)
+    for replay in replays:
+        assert replay in first
+    # Only one 4096-byte slice of a 4096-byte history exists.
+    assert replays[2] == first
+    assert not _windows(larger) & _windows(first)
+    assert after in first + larger
+    assert stats["repeated_bytes"] == 1024 + 16 + 4096 + 3000 + 5000
+    assert stats["served_bytes"] == 4096 + 1024 + 16 + 4096 + 3000 + 8192 + 5000
+
+
+@pytest.mark.anyio
+async def test_replays_are_not_added_to_the_history() -> None:
+    """The history holds fresh output only, so replays never crowd out what the source made."""
+    faults = Faults()
+    async with _client(create_app(faults)) as client:
+        first = await _stream(client, 4096)
+        faults.repeat = 1.0
+        for _ in range(5):
+            # Had replays been appended, the history would grow past 4096 bytes and a
+            # 4096-byte replay could start anywhere but 0.
+            assert await _stream(client, 4096) == first
+
+
+@pytest.mark.anyio
+async def test_repeat_history_keeps_exactly_the_last_mebibyte() -> None:
+    """The replayable history is the last REPEAT_HISTORY_BYTES served, trimmed from the front."""
+    faults = Faults()
+    half = appliance.REPEAT_HISTORY_BYTES // 2
+    async with _client(create_app(faults)) as client:
+        chunks = [await _stream(client, half) for _ in range(3)]
+        faults.repeat = 1.0
+        replay = await _stream(client, appliance.REPEAT_HISTORY_BYTES)
+    assert replay == chunks[1] + chunks[2]
+
+
+@pytest.mark.anyio
+async def test_repeat_zero_never_replays_earlier_output() -> None:
+    """repeat=0: no 16-byte window of a later 4 KiB draw appears in earlier output."""
+    async with _client(create_app(Faults())) as client:
+        draws = [await _stream(client, 4096) for _ in range(8)]
+        stats = await _stats(client)
+    seen: set[bytes] = set()
+    for draw in draws:
+        windows = _windows(draw)
+        assert not windows & seen
+        seen |= windows
+    assert stats["repeated_bytes"] == 0
+
+
+def test_effective_bias_grows_per_mebibyte_served_up_to_one() -> None:
+    """The drifted bias is bias + drift per MiB served, capped at 1; no drift, no change."""
+    mib = 1024 * 1024
+    assert effective_bias(0.1, 0.0, 50 * mib) == 0.1
+    assert effective_bias(0.1, 0.2, 0) == 0.1
+    assert effective_bias(0.1, 0.2, mib // 2) == pytest.approx(0.2)
+    assert effective_bias(0.0, 0.25, 3 * mib) == pytest.approx(0.75)
+    assert effective_bias(0.5, 1.0, 10 * mib) == 1.0
+    assert effective_bias(0.0, 1e308, 10 * mib) == 1.0
+
+
+@pytest.mark.anyio
+async def test_drift_raises_the_share_of_one_bits_as_mebibytes_are_served() -> None:
+    """drift=0.5/MiB: a fair first draw, then after 1 MiB more, about 78% of bits are ones."""
+    faults = Faults(drift=0.5)
+    async with _client(create_app(faults)) as client:
+        early = await _stream(client, 65536)  # effective bias 0 for the whole first draw
+        await _stream(client, 1024 * 1024 - 65536)
+        late = await _stream(client, 65536)  # 1 MiB served: effective bias 0.5
+    assert 0.48 < _one_fraction(early) < 0.52
+    assert _one_fraction(late) > 0.7
+
+
+@pytest.mark.anyio
+async def test_setting_drift_restarts_its_count() -> None:
+    """POST drift (even the same value) or an in-process change starts degradation over."""
+    faults = Faults(drift=1.0)
+    mib = 1024 * 1024
+    async with _client(create_app(faults)) as client:
+        await _stream(client, mib)
+        assert await _stream(client, 4096) == b"\xff" * 4096  # bias 0 + 1.0 * 1 MiB = 1
+        posted = await client.post("/sim/faults", json={"drift": 1.0})
+        assert posted.status_code == 200
+        assert posted.json()["drift"] == 1.0
+        assert 0.4 < _one_fraction(await _stream(client, 4096)) < 0.6
+        await _stream(client, mib)
+        faults.drift = 2.0
+        assert 0.4 < _one_fraction(await _stream(client, 4096)) < 0.6
+        await _stream(client, mib // 2)
+        assert await _stream(client, 4096) == b"\xff" * 4096
+
+
+@pytest.mark.anyio
+async def test_stats_count_healthy_and_faulty_bytes_exactly() -> None:
+    """Bytes served under bias, stuck or a replay are faulty; the rest are healthy."""
+    faults = Faults()
+    async with _client(create_app(faults)) as client:
+        assert await _stats(client) == {
+            "served_bytes": 0,
+            "faulty_bytes": 0,
+            "healthy_bytes": 0,
+            "repeated_bytes": 0,
+        }
+        await _stream(client, 4096)
+        assert (await client.post("/sim/faults", json={"bias": 0.3})).status_code == 200
+        await _stream(client, 8192)
+        assert await _stats(client) == {
+            "served_bytes": 12288,
+            "faulty_bytes": 8192,
+            "healthy_bytes": 4096,
+            "repeated_bytes": 0,
+        }
+        await client.post("/sim/faults", json={"bias": 0, "stuck": True})
+        await _stream(client, 100)
+        await client.post("/sim/faults", json={"stuck": False, "repeat": 1.0})
+        await _stream(client, 1000)
+        await client.post("/sim/faults", json={"repeat": 0})
+        await _stream(client, 10)
+        stats = await _stats(client)
+    assert stats == {
+        "served_bytes": 12288 + 100 + 1000 + 10,
+        "faulty_bytes": 8192 + 100 + 1000,
+        "healthy_bytes": 4096 + 10,
+        "repeated_bytes": 1000,
+    }
+
+
+@pytest.mark.anyio
+async def test_stats_count_raw_bytes_behind_integers_and_doubles() -> None:
+    """int, short and double draw through the same source, so their raw bytes are counted."""
+    faults = Faults()
+    async with _client(create_app(faults)) as client:
+        assert (await client.get("/api/2.0/double", params={"quantity": 10})).status_code == 200
+        assert await _stats(client) == {
+            "served_bytes": 80,
+            "faulty_bytes": 0,
+            "healthy_bytes": 80,
+            "repeated_bytes": 0,
+        }
+        faults.stuck = True
+        assert (await client.get("/api/2.0/int", params={"quantity": 10})).status_code == 200
+        stats = await _stats(client)
+    # Rejection sampling over-draws, so the int request took at least its 40 bytes.
+    assert stats["served_bytes"] - 80 >= 40
+    assert stats["served_bytes"] % 4 == 0
+    assert stats["faulty_bytes"] == stats["served_bytes"] - 80
+    assert stats["healthy_bytes"] == 80
+
+
+@pytest.mark.anyio
+async def test_stats_do_not_count_requests_that_failed_before_drawing() -> None:
+    """An injected 500 or a 400 serves no bytes, so the counters stay at zero."""
+    faults = Faults(error_rate=1.0)
+    async with _client(create_app(faults)) as client:
+        assert (await client.get("/api/2.0/streambytes", params={"size": 64})).status_code == 500
+        assert (await client.get("/api/2.0/streambytes", params={"size": -1})).status_code == 400
+        assert (await _stats(client))["served_bytes"] == 0
+
+
+@pytest.mark.anyio
+async def test_systeminfo_and_faults_show_repeat_and_drift() -> None:
+    """The new faults appear wherever the others do."""
+    faults = Faults(repeat=0.25, drift=0.125)
+    async with _client(create_app(faults)) as client:
+        info = (await client.get("/api/2.0/systeminfo")).json()
+        shown = (await client.get("/sim/faults")).json()
+    assert (info["faults"]["repeat"], info["faults"]["drift"]) == (0.25, 0.125)
+    assert (shown["repeat"], shown["drift"]) == (0.25, 0.125)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"repeat": 1.5}', "repeat"),
+        (b'{"repeat": -0.1}', "repeat"),
+        (b'{"repeat": "0.5"}', "repeat"),
+        (b'{"repeat": true}', "repeat"),
+        (b'{"repeat": null}', "repeat"),
+        (b'{"repeat": NaN}', "repeat"),
+        (b'{"repeat": Infinity}', "repeat"),
+        (b'{"drift": -1}', "drift"),
+        (b'{"drift": "0.1"}', "drift"),
+        (b'{"drift": false}', "drift"),
+        (b'{"drift": NaN}', "drift"),
+        (b'{"drift": Infinity}', "drift"),
+        (b'{"drift": -Infinity}', "drift"),
+        (b'{"drift": 1e999}', "drift"),
+        (b'{"drift": 1' + b"0" * 400 + b"}", "drift"),
+        (b'{"bias": 1' + b"0" * 400 + b"}", "bias"),
+        (b'{"bias": 0.5, "drift": -0.5}', "drift"),
+        (b'{"repeat": 2, "drift": 0.5}', "repeat"),
+    ],
+)
+async def test_control_endpoint_rejects_bad_repeat_and_drift(body: bytes, field: str) -> None:
+    """A bad repeat or drift (type, range, NaN, infinity, bool) is a 400 naming it, no change."""
+    faults = Faults()
+    async with _client(create_app(faults)) as client:
+        response = await client.post("/sim/faults", content=body)
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_request"
+    assert response.json()["detail"].startswith(f"{field} must be")
+    assert faults == Faults()
+
+
+@pytest.mark.anyio
+async def test_control_endpoint_accepts_repeat_and_drift_bounds() -> None:
+    """repeat 0 and 1 and any finite drift >= 0 (integer JSON too) are accepted as floats."""
+    faults = Faults()
+    async with _client(create_app(faults)) as client:
+        response = await client.post("/sim/faults", json={"repeat": 1, "drift": 3})
+    assert response.status_code == 200
+    assert faults == Faults(repeat=1.0, drift=3.0)
+    assert isinstance(faults.repeat, float)
+    assert isinstance(faults.drift, float)
 
 
 def test_create_app_refuses_bad_faults() -> None:
@@ -425,8 +672,23 @@ def test_cli_arguments_have_the_documented_defaults() -> None:
         0.0,
         0,
     )
+    assert (args.repeat, args.drift) == (0.0, 0.0)
     args = _parse("--tls", "--stuck", "--bias", "0.2", "--max-bitrate", "4000000")
     assert (args.tls, args.stuck, args.bias, args.max_bitrate) == (True, True, 0.2, 4_000_000)
+    args = _parse("--repeat", "0.25", "--drift", "0.01")
+    assert (args.repeat, args.drift) == (0.25, 0.01)
+
+
+def test_cli_passes_repeat_and_drift_to_the_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run builds its Faults from --repeat and --drift, next to the older fault options."""
+    served: list[Faults] = []
+
+    async def fake_serve(host: str, port: int, *, tls: bool, faults: Faults) -> None:
+        served.append(faults)
+
+    monkeypatch.setattr(appliance, "serve_appliance", fake_serve)
+    assert run(_parse("--repeat", "0.5", "--drift", "2", "--bias", "0.1")) == 0
+    assert served == [Faults(bias=0.1, repeat=0.5, drift=2.0)]
 
 
 @pytest.mark.parametrize(
@@ -437,6 +699,9 @@ def test_cli_arguments_have_the_documented_defaults() -> None:
         (["--latency-ms", "-1"], "qrng-dd appliance: --latency-ms must be between 0 and "),
         (["--max-bitrate", "-1"], "qrng-dd appliance: --max-bitrate must be at least 0\n"),
         (["--bias", "nan"], "qrng-dd appliance: --bias must be between 0 and 1\n"),
+        (["--repeat", "1.5"], "qrng-dd appliance: --repeat must be between 0 and 1\n"),
+        (["--drift", "-0.1"], "qrng-dd appliance: --drift must be a finite number, at least 0\n"),
+        (["--drift", "inf"], "qrng-dd appliance: --drift must be a finite number, at least 0\n"),
     ],
 )
 def test_cli_refuses_bad_fault_values_with_one_line(

@@ -25,13 +25,23 @@ so the collector's backoff, health tests (P5) and honest failure (P4) can be tes
 - ``max_bitrate``: a token bucket caps the source at that many bits per second, like a 4 Mbit/s or
   16 Mbit/s Quantis. A request larger than the bucket holds is not refused: it waits until the
   device would have produced its bits, which is what a real appliance does.
+- ``repeat``: that fraction of draws replays old output, as a source whose buffer serves stale
+  data: the draw is a contiguous copy of bytes already served, from a uniformly random position
+  in the last 1 MiB of output. Every bit looks fair, so only a duplicate check can catch it. A
+  draw larger than the history held so far is always fresh.
+- ``drift``: the source degrades as it works: the effective bias is
+  ``min(1, bias + drift * MiB served since drift was set)``. It is counted in bytes served, not
+  wall time, so a test reproduces it exactly; setting ``drift`` again restarts the count.
 
 Faults are read on every request, so mutating the `Faults` object given to `create_app` changes
 the running simulator. A test that runs the simulator as a separate process uses the control
 endpoint instead: ``POST /sim/faults`` with a JSON object holding any subset of the fields sets
-them (all or nothing, 400 on a bad value) and ``GET /sim/faults`` shows them. **The control
-endpoint exists only on this simulator**; a real Quantis has nothing like it, and no part of
-qrng-dd other than tests may rely on it.
+them (all or nothing, 400 on a bad value) and ``GET /sim/faults`` shows them. ``GET /sim/stats``
+counts the bytes the source has served since start (every endpoint, raw bytes before rejection
+sampling) and how many of them were served while an output fault applied (stuck, an effective
+bias above 0, or a replay), so an end-to-end test can prove that none of those reached a pool.
+**The control endpoints exist only on this simulator**; a real Quantis has nothing like them, and
+no part of qrng-dd other than tests may rely on them.
 
 Validation happens before faults: a bad parameter always answers 400 with a JSON body, never a
 500, so a collector bug is never hidden behind an injected failure. A stuck source can make
@@ -63,7 +73,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -89,6 +99,7 @@ __all__ = [
     "TokenBucket",
     "add_arguments",
     "create_app",
+    "effective_bias",
     "generate_bytes",
     "generate_self_signed",
     "run",
@@ -104,6 +115,11 @@ MAX_STREAM_BYTES: Final = 10 * 1024 * 1024
 MAX_QUANTITY: Final = 100_000
 # A sleep longer than an hour is a typo, and huge values overflow the event loop's timer.
 MAX_LATENCY_MS: Final = 3_600_000
+
+# The repeat fault replays from this much recent output, like a device buffer of stale data.
+REPEAT_HISTORY_BYTES: Final = 1024 * 1024
+# drift is bias gained per MiB served.
+_MIB: Final = 1024 * 1024
 
 # Balanced (four ones, four zeros): a stuck source must be caught by the repetition-count test.
 _STUCK_BYTE: Final = 0xA5
@@ -146,6 +162,9 @@ class Faults:
         stuck: the source emits one repeated byte value.
         bias: 0 to 1; each bit is 1 with probability ``0.5 + bias / 2``.
         max_bitrate: source speed cap in bits per second; 0 means no cap.
+        repeat: fraction of draws, 0 to 1, that replay earlier output instead of fresh bytes.
+        drift: bias added per MiB served since drift was set, 0 or more (see `effective_bias`).
+            Only the configured rate lives here; the simulator counts the bytes.
     """
 
     error_rate: float = 0.0
@@ -153,6 +172,8 @@ class Faults:
     stuck: bool = False
     bias: float = 0.0
     max_bitrate: int = 0
+    repeat: float = 0.0
+    drift: float = 0.0
 
     def validate(self) -> None:
         """Check every field, so a bad value fails at start and not on the first request.
@@ -180,10 +201,18 @@ def _check_fault(name: str, value: object) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number")
-    if name in ("error_rate", "bias"):
-        if not (math.isfinite(value) and 0 <= value <= 1):
+    if name in ("error_rate", "bias", "repeat", "drift"):
+        try:
+            number = float(value)
+        except OverflowError:
+            # A JSON integer too large for a float is out of range, not a crash (500).
+            number = math.inf
+        if name == "drift":
+            if not (math.isfinite(number) and number >= 0):
+                raise ValueError("drift must be a finite number, at least 0")
+        elif not (math.isfinite(number) and 0 <= number <= 1):
             raise ValueError(f"{name} must be between 0 and 1")
-        return float(value)
+        return number
     # latency_ms and max_bitrate: whole numbers; 8e6 from a JSON document is fine.
     if isinstance(value, float):
         if not value.is_integer():
@@ -239,6 +268,25 @@ class TokenBucket:
         return 0.0 if self._tokens >= 0 else -self._tokens / rate
 
 
+def effective_bias(bias: float, drift: float, served_bytes: int) -> float:
+    """Return the bias a drifting source has after serving `served_bytes` since drift was set.
+
+    The source loses `drift` of bias per MiB it serves, capped at 1 (every bit a one). Bytes,
+    not seconds, so a test gets the same bias on every run whatever the machine's speed.
+
+    Args:
+        bias: the configured base bias, 0 to 1.
+        drift: bias gained per MiB served, 0 or more.
+        served_bytes: bytes served since drift was set.
+
+    Returns:
+        ``min(1, bias + drift * served_bytes / 2**20)``.
+    """
+    if drift <= 0:
+        return bias
+    return min(1.0, bias + drift * served_bytes / _MIB)
+
+
 def generate_bytes(n: int, faults: Faults) -> bytes:
     """Return `n` bytes as the simulated source emits them under `faults`.
 
@@ -250,7 +298,8 @@ def generate_bytes(n: int, faults: Faults) -> bytes:
 
     Args:
         n: how many bytes, 0 or more.
-        faults: the faults to apply (only ``stuck`` and ``bias`` matter here).
+        faults: the faults to apply (only ``stuck`` and ``bias`` matter here; the caller
+            passes the drifted bias in, so this function keeps no state).
 
     Returns:
         Exactly `n` bytes.
@@ -316,11 +365,23 @@ def _uniform_offsets(raw: bytes, width: int, span: int) -> npt.NDArray[np.uint64
 
 
 class _Appliance:
-    """The request handlers, sharing one `Faults` object and one `TokenBucket`."""
+    """The request handlers, sharing one `Faults` object, one `TokenBucket` and the source state.
+
+    The source state is what `Faults` deliberately does not hold: the recent output the repeat
+    fault replays, the bytes served since drift was set, and the /sim/stats counters.
+    """
 
     def __init__(self, faults: Faults) -> None:
         self.faults = faults
         self.bucket = TokenBucket()
+        # Fresh output only, trimmed from the front to REPEAT_HISTORY_BYTES.
+        self.history = bytearray()
+        # The drift value the count below belongs to, so an in-process change restarts it too.
+        self.drift_set = faults.drift
+        self.drift_served = 0
+        self.served_bytes = 0
+        self.faulty_bytes = 0
+        self.repeated_bytes = 0
 
     async def _inject(self) -> Response | None:
         """Apply latency and error faults; return the error page when this request fails."""
@@ -331,11 +392,54 @@ class _Appliance:
         return None
 
     async def _draw(self, n: int) -> bytes:
-        """Produce `n` source bytes, waiting as long as the bit-rate cap demands."""
+        """Produce `n` source bytes, waiting as long as the bit-rate cap demands.
+
+        Every byte any endpoint serves comes through here, so this is where the repeat and
+        drift faults act and where /sim/stats counts. Nothing awaits after the wait, so
+        concurrent draws cannot interleave their bookkeeping. The drifted bias is fixed for
+        the whole draw, from the bytes served before it.
+        """
         delay = self.bucket.reserve(8 * n, self.faults.max_bitrate)
         if delay > 0:
             await anyio.sleep(delay)
-        return generate_bytes(n, self.faults)
+        faults = self.faults
+        if faults.drift != self.drift_set:
+            self._restart_drift()
+        bias = effective_bias(faults.bias, faults.drift, self.drift_served)
+        replayed = n <= len(self.history) and secrets.SystemRandom().random() < faults.repeat
+        if replayed:
+            start = secrets.randbelow(len(self.history) - n + 1)
+            data = bytes(self.history[start : start + n])
+        else:
+            data = generate_bytes(n, replace(faults, bias=bias))
+            self._remember(data)
+        self.drift_served += n
+        self.served_bytes += n
+        if replayed or faults.stuck or bias > 0:
+            self.faulty_bytes += n
+        if replayed:
+            self.repeated_bytes += n
+        return data
+
+    def _remember(self, data: bytes) -> None:
+        """Keep the last REPEAT_HISTORY_BYTES of fresh output for the repeat fault.
+
+        Replays are not remembered: the history models the device's buffer, which only the
+        source writes, and a stale read does not write it back. So the replayable window
+        stays the source's real recent production instead of collapsing onto copies of
+        itself under ``repeat`` = 1, and a replay is still always bytes a client received.
+        """
+        if len(data) >= REPEAT_HISTORY_BYTES:
+            self.history = bytearray(data[-REPEAT_HISTORY_BYTES:])
+            return
+        self.history += data
+        excess = len(self.history) - REPEAT_HISTORY_BYTES
+        if excess > 0:
+            del self.history[:excess]
+
+    def _restart_drift(self) -> None:
+        self.drift_set = self.faults.drift
+        self.drift_served = 0
 
     async def streambytes(self, request: Request) -> Response:
         try:
@@ -456,9 +560,23 @@ class _Appliance:
                 return _bad_request(str(err))
         for name, value in changes.items():
             setattr(self.faults, name, value)
+        if "drift" in changes:
+            # Setting drift, even to its current value, starts the degradation over.
+            self._restart_drift()
         if changes:
             log.warning("appliance simulator faults set: %s", changes)
         return JSONResponse(asdict(self.faults))
+
+    async def get_stats(self, request: Request) -> Response:
+        """Count served bytes since start; faulty ones were served while an output fault applied."""
+        return JSONResponse(
+            {
+                "served_bytes": self.served_bytes,
+                "faulty_bytes": self.faulty_bytes,
+                "healthy_bytes": self.served_bytes - self.faulty_bytes,
+                "repeated_bytes": self.repeated_bytes,
+            }
+        )
 
 
 def create_app(faults: Faults) -> Starlette:
@@ -468,7 +586,8 @@ def create_app(faults: Faults) -> Starlette:
         faults: read on every request; mutate it (or POST ``/sim/faults``) to change behaviour.
 
     Returns:
-        A Starlette app serving ``/api/2.0/*`` and the simulator-only ``/sim/faults``.
+        A Starlette app serving ``/api/2.0/*`` and the simulator-only ``/sim/faults`` and
+        ``/sim/stats``.
 
     Raises:
         ValueError: if `faults` holds a bad value.
@@ -484,6 +603,7 @@ def create_app(faults: Faults) -> Starlette:
         Route("/api/2.0/firmwareinfo", appliance.firmwareinfo, methods=["GET"]),
         Route("/sim/faults", appliance.get_faults, methods=["GET"]),
         Route("/sim/faults", appliance.set_faults, methods=["POST"]),
+        Route("/sim/stats", appliance.get_stats, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
     app.state.faults = faults
@@ -739,6 +859,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-bitrate", type=int, default=0, metavar="BPS", help="bit-rate cap, 0 = none"
     )
+    parser.add_argument(
+        "--repeat",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of draws that replay earlier output (last 1 MiB)",
+    )
+    parser.add_argument(
+        "--drift", type=float, default=0.0, metavar="F", help="bias gained per MiB served"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -753,6 +883,8 @@ def run(args: argparse.Namespace) -> int:
         stuck=args.stuck,
         bias=args.bias,
         max_bitrate=args.max_bitrate,
+        repeat=args.repeat,
+        drift=args.drift,
     )
     try:
         faults.validate()
