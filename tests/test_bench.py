@@ -56,15 +56,22 @@ def test_cpu_case_writes_json_and_prints_table(
     assert data["seed"] == {"p50_ms": 3.62, "p99_ms": 9.13, "req_s": 438.0}
     assert data["summary"]["failures"] == []
     rows = data["results"]
-    assert len(rows) == 3
+    assert len(rows) == 5
     for row in rows:
         assert set(row) == ROW_KEYS
+    speeds, (alarms,) = rows[:4], rows[4:]
+    for row in speeds:
         assert row["value"] > 0
         assert row["unit"] == "MB/s"
-    cases = " ".join(row["case"] for row in rows)
+    cases = " ".join(row["case"] for row in speeds)
     assert "health" in cases
+    assert "batch tests" in cases
     assert "xor" in cases
     assert "hkdf" in cases
+    # The false-alarm row: 64 MiB of healthy bytes in --quick, and a verdict on them.
+    assert (alarms["metric"], alarms["unit"], alarms["target"]) == ("64 MiB", "alarms", "0")
+    assert alarms["verdict"] == ("PASS" if alarms["value"] == 0 else "MISS")
+    assert data["details"]["false_alarms"]["bytes"] == 64 * 1024 * 1024
     printed = capsys.readouterr().out
     assert "collector cpu: health" in printed
     assert "x ceiling" in printed

@@ -138,13 +138,14 @@ def test_backoff_grows_and_is_capped() -> None:
 
 @pytest.mark.anyio
 async def test_a_stuck_appliance_is_quarantined_and_never_mixed() -> None:
-    """With one stuck and one good source, output equals the good source's bytes only."""
-    seen: dict[str, bytes] = {}
+    """With one stuck and one good source, output is the good source's bytes only, one round
+    late: each batch is held back until the source's next batch has passed too."""
+    seen: dict[str, list[bytes]] = {"a.test": [], "b.test": []}
 
     def handler(request: httpx.Request) -> httpx.Response:
         size = int(request.url.params["size"])
         data = b"\xa5" * size if request.url.host == "b.test" else os.urandom(size)
-        seen[request.url.host] = data
+        seen[request.url.host].append(data)
         return httpx.Response(
             200, content=data, headers={"content-type": "application/octet-stream"}
         )
@@ -155,9 +156,43 @@ async def test_a_stuck_appliance_is_quarantined_and_never_mixed() -> None:
     good, stuck = collector.slots
     assert stuck.monitor.state is SourceState.QUARANTINED
     assert good.monitor.state is SourceState.HEALTHY
-    # After start-up, rounds carry the good source's bytes alone: nothing of the stuck one.
-    assert outputs[-1] == seen["a.test"]
+    # The first round only holds; then each round releases the good source's previous batch.
+    assert outputs[0] == b""
+    assert outputs[1:] == seen["a.test"][:2]
     assert collector.contributing == 1
+    telemetry = collector.telemetry(collector.targets[0])
+    assert telemetry["mixed_bytes"] == {"a.test:8443": 2 * 4096, "b.test:8443": 0}
+    assert telemetry["discarded_bytes"]["b.test:8443"] == 4096
+    await collector._push_client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_fault_that_starts_inside_a_batch_costs_the_batch_held_before_it() -> None:
+    """Healthy, healthy, healthy with a biased tail too short to see, then biased: only the
+    first two batches are output. The third passed its tests, but was still held when the
+    fourth failed, so it went with it (P5: zero bytes of the faulty stretch pooled)."""
+    rng = np.random.default_rng(5)
+    served: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        size = int(request.url.params["size"])
+        good = rng.bytes(size)
+        mask = np.packbits(rng.random((size, 8)) < 0.2, axis=1).ravel()
+        bad = (np.frombuffer(rng.bytes(size), dtype=np.uint8) | mask).tobytes()
+        data = [good, good, good[:-256] + bad[-256:], bad][len(served)]
+        served.append(data)
+        return httpx.Response(200, content=data,
+                              headers={"content-type": "application/octet-stream"})  # fmt: skip
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        collector = Collector(
+            _settings(QRNG_APPLIANCE_URLS="http://a.test:8443"), appliance_client=client
+        )
+        outputs = [await collector.fetch_round() for _ in range(4)]
+    assert outputs == [b"", served[0], served[1], b""]
+    (slot,) = collector.slots
+    assert slot.monitor.state is SourceState.QUARANTINED
+    assert (slot.mixed_bytes, slot.discarded_bytes) == (2 * 4096, 2 * 4096)
     await collector._push_client.aclose()
 
 
@@ -271,7 +306,11 @@ def test_packets_are_sequenced_per_target_from_the_start_time() -> None:
 
 @pytest.mark.anyio
 async def test_the_final_flush_sends_the_bytes_of_the_round_in_flight_at_stop() -> None:
-    """SIGTERM during a fetch: that round's output is still pushed, nothing expires."""
+    """SIGTERM during a fetch: that round's output is still pushed, nothing expires.
+
+    Round 3's fetch releases round 2's batch (each is held until the next one passes), so
+    two rounds' worth go out; the third batch, with nothing after it to vouch, never does.
+    """
     stop = anyio.Event()
     rounds = 0
 
@@ -301,7 +340,7 @@ async def test_the_final_flush_sends_the_bytes_of_the_round_in_flight_at_stop() 
     with anyio.fail_after(20):
         await collector.run(stop)
     assert rounds == 3
-    assert collector.pushed["gateway"] == 3 * 4096
+    assert collector.pushed["gateway"] == 2 * 4096
     assert collector.dropped == {"buffer_full": 0, "refused": 0, "expired": 0}
 
 

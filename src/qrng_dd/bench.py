@@ -1087,7 +1087,9 @@ def case_udp(b: Bench) -> None:
 
 
 def case_cpu(b: Bench) -> None:
-    """In-process: the collector's per-byte cost of health tests and mixing."""
+    """In-process: the collector's per-byte cost of health tests and mixing, and the batch
+    tests' false alarms over 1 GiB of healthy bytes (64 MiB with --quick)."""
+    from qrng_dd.batchtests import BatchTester
     from qrng_dd.health import HealthMonitor
     from qrng_dd.mixing import mix
 
@@ -1110,9 +1112,16 @@ def case_cpu(b: Bench) -> None:
         monitor.check(batch, time.monotonic())
         return len(batch)
 
+    tester = BatchTester(40)
+
+    def batch_tests(batch: bytes) -> int:
+        tester.check(batch)  # the four batches recur: only the cost counts here
+        return len(batch)
+
     small = [batch[: 64 * KIB] for batch in batches]
     figures = {
         "health (RCT+APT), 1 MiB batches": rate(health, MIB, batches),
+        "batch tests, 1 MiB batches": rate(batch_tests, MIB, batches),
         "mix xor, 2 sources x 1 MiB": rate(
             lambda batch: len(mix([batch, batches[0]], "xor")), MIB, batches
         ),
@@ -1124,6 +1133,23 @@ def case_cpu(b: Bench) -> None:
         b.report.add(Row(f"collector cpu: {name}", "MB/s", value, "MB/s",
                          note=f"{1000 / value:.2f} ns/byte, output bytes"))  # fmt: skip
     b.report.details["cpu"] = figures
+    # P5's other half: a healthy source is never quarantined. Fresh bytes, 4 KiB batches
+    # (the default fetch size) through both kinds of test at the default alpha.
+    total = (64 if b.plan.quick else 1024) * MIB
+    monitor, tester = HealthMonitor(7.0), BatchTester(40)
+    alarms = 0
+    for _ in range(total // MIB):
+        chunk = os.urandom(MIB)
+        for start in range(0, MIB, 4 * KIB):
+            batch = chunk[start : start + 4 * KIB]
+            healthy = monitor.check(batch, 0.0).failed_test is None
+            alarms += not healthy or tester.check(batch) is not None
+            if not healthy:
+                monitor.reset()
+    b.report.add(Row("collector: false alarms on healthy bytes", f"{total // MIB} MiB",
+                     alarms, "alarms", target="0", verdict="PASS" if alarms == 0 else "MISS",
+                     note="RCT+APT and batch tests at 2^-40, 4 KiB batches"))  # fmt: skip
+    b.report.details["false_alarms"] = {"bytes": total, "alarms": alarms}
 
 
 def _tree_rss(pid: int) -> int:

@@ -15,6 +15,7 @@ logs (P6).
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from qrng_dd.batchtests import MIN_BATCH_BYTES
 from qrng_dd.errors import ConfigError
 from qrng_dd.packet import MAX_DATA_BYTES, MIN_KEY_BYTES, PacketKey, valid_id
 from qrng_dd.pool import OverflowPolicy
@@ -45,6 +47,84 @@ def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",")] if value.strip() else []
     return value
+
+
+class _EncryptedKeyError(Exception):
+    """Raised by :func:`_refuse_passphrase`: the key file needs a passphrase."""
+
+
+def _refuse_passphrase() -> bytes:
+    # Without a callback OpenSSL would prompt on the terminal for an encrypted key, and a
+    # service started by systemd or Kubernetes would hang there instead of failing.
+    raise _EncryptedKeyError
+
+
+def _check_readable(variable: str, path: Path) -> None:
+    """Raise the one-line error for ``variable`` if ``path`` is not a file we can read."""
+    if not path.is_file():
+        msg = f"{variable}: {path} is not a readable file"
+        raise ValueError(msg)
+    try:
+        path.read_bytes()
+    except OSError as err:
+        msg = f"{variable}: cannot read {path}: {err.strerror or err}"
+        raise ValueError(msg) from err
+
+
+def _ssl_reason(err: ssl.SSLError) -> str:
+    """`` (OPENSSL_REASON)`` when OpenSSL gave one, else nothing."""
+    return f" ({err.reason})" if err.reason else ""
+
+
+def _check_tls_files(
+    ca: tuple[str, Path | None],
+    cert: tuple[str, Path | None],
+    key: tuple[str, Path | None],
+) -> None:
+    """Load a CA bundle and a certificate + key the way the TLS stack will, naming the culprit.
+
+    Each argument is ``(variable name, path or None)``. Loading them here, at settings
+    validation, turns a missing, unreadable, non-PEM, encrypted or mismatched file into one
+    line that names its variable at startup, instead of an OpenSSL traceback (or a terminal
+    passphrase prompt) on the first connection.
+
+    Raises:
+        ValueError: the message starts with the variable at fault.
+    """
+    (cert_var, cert_path), (key_var, key_path) = cert, key
+    if (cert_path is None) != (key_path is None):
+        msg = f"{cert_var} and {key_var}: set both or neither"
+        raise ValueError(msg)
+    for variable, path in (ca, cert, key):
+        if path is not None:
+            _check_readable(variable, path)
+    scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for variable, path in (ca, cert):
+        if path is None:
+            continue
+        try:
+            # Also for the client certificate: it tells "no certificate in this file" apart
+            # from a bad key, which load_cert_chain reports alike ("PEM lib").
+            scratch.load_verify_locations(cafile=path)
+        except ssl.SSLError as err:
+            msg = f"{variable}: {path} holds no PEM certificate{_ssl_reason(err)}"
+            raise ValueError(msg) from None
+    if cert_path is None or key_path is None:
+        return
+    try:
+        scratch.load_cert_chain(cert_path, key_path, password=_refuse_passphrase)
+    except _EncryptedKeyError:
+        msg = (
+            f"{key_var}: {key_path} is encrypted; give it unencrypted "
+            "(and protect it with file permissions instead)"
+        )
+        raise ValueError(msg) from None
+    except ssl.SSLError as err:
+        if err.reason == "KEY_VALUES_MISMATCH":
+            msg = f"{key_var}: {key_path} is not the private key of the certificate in {cert_var}"
+        else:
+            msg = f"{key_var}: {key_path} is not a PEM private key{_ssl_reason(err)}"
+        raise ValueError(msg) from None
 
 
 def _check_id(value: str) -> str:
@@ -231,11 +311,11 @@ class GatewaySettings(_Keyed):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             msg = "QRNG_TLS_CLIENT_CA_FILE: needs QRNG_TLS_CERT_FILE and QRNG_TLS_KEY_FILE"
             raise ValueError(msg)
-        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
-            path = getattr(self, name)
-            if path is not None and not path.is_file():
-                msg = f"{PREFIX}{name.upper()}: {path} is not a readable file"
-                raise ValueError(msg)
+        _check_tls_files(
+            ("QRNG_TLS_CLIENT_CA_FILE", self.tls_client_ca_file),
+            ("QRNG_TLS_CERT_FILE", self.tls_cert_file),
+            ("QRNG_TLS_KEY_FILE", self.tls_key_file),
+        )
         return self
 
     @property
@@ -258,8 +338,13 @@ class CollectorSettings(_Keyed):
     appliance_ca_file: Path | None = None
     appliance_tls_verify: bool = True
     gateway_push_url: CommaList
+    #: CA bundle that signed the gateways' certificates; trusted instead of the default store.
+    gateway_ca_file: Path | None = None
+    #: Certificate and key this collector presents to gateways that require client certs.
+    gateway_client_cert_file: Path | None = None
+    gateway_client_key_file: Path | None = None
     fetch_interval_ms: int = Field(100, ge=1, le=3_600_000)
-    fetch_size: int = Field(4096, ge=32, le=MAX_DATA_BYTES)
+    fetch_size: int = Field(4096, ge=MIN_BATCH_BYTES, le=MAX_DATA_BYTES)
     fetch_timeout_ms: int = Field(5000, ge=1, le=600_000)
     mixing: Literal["xor", "hkdf"] = "xor"
     min_sources: int = Field(1, ge=1, le=64)
@@ -309,6 +394,16 @@ class CollectorSettings(_Keyed):
                 raise ValueError(msg)
             seen.add(target.gateway_id)
         return value
+
+    @model_validator(mode="after")
+    def _check_push_tls(self) -> CollectorSettings:
+        _check_tls_files(
+            ("QRNG_GATEWAY_CA_FILE", self.gateway_ca_file),
+            ("QRNG_GATEWAY_CLIENT_CERT_FILE", self.gateway_client_cert_file),
+            ("QRNG_GATEWAY_CLIENT_KEY_FILE", self.gateway_client_key_file),
+        )
+        _check_tls_files(("QRNG_APPLIANCE_CA_FILE", self.appliance_ca_file), ("", None), ("", None))
+        return self
 
     @property
     def targets(self) -> list[PushTarget]:

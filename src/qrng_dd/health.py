@@ -377,6 +377,16 @@ class HealthMonitor:
         """Return true iff the source is quarantined and its cool-down has elapsed."""
         return self.state is SourceState.QUARANTINED and self.quarantine.ready_to_retry(now)
 
+    def refuse(self, now: float | None = None) -> None:
+        """Quarantine the source for a failure found outside these tests (a batch test).
+
+        The same escalating cool-down and fresh start-up test follow as after an RCT or APT
+        alarm, so every way of failing costs the source the same.
+        """
+        self.quarantine.tick(now)
+        self.state = SourceState.QUARANTINED
+        self.quarantine.record_failure(now)
+
     def check(self, batch: bytes, now: float | None = None) -> HealthResult:
         """
         Run the continuous health tests over the next batch of the source's stream.

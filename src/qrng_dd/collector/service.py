@@ -5,8 +5,13 @@ Theory of operation (DESIGN §6):
 - **Fetch.** Every ``QRNG_FETCH_INTERVAL_MS`` all eligible sources are fetched in parallel,
   each under its own timeout. A failing source backs off exponentially with jitter; the
   others go on.
-- **Test.** Every batch goes through its source's SP 800-90B health monitor before anything
-  else. A failing batch is discarded whole and its source quarantined (P5).
+- **Test, then hold.** Every batch goes through its source's SP 800-90B health monitor and
+  the batch tests (bias, nibble and byte distribution, runs, repeats: :mod:`qrng_dd.batchtests`)
+  before anything else. A passing batch is held back until the source's *next* batch passes
+  too, so a fault that starts inside a batch, too small a part of it to be seen there, still
+  costs that batch. A failure discards the batch and the one held, and quarantines the source
+  (P5): no byte of a source caught faulty reaches the output. The price is one batch of
+  latency per source, and the last batch before a stop is never used.
 - **Mix.** The healthy batches are mixed (``xor`` or ``hkdf``) only if at least
   ``QRNG_MIN_SOURCES`` of them are healthy; otherwise nothing is output and the telemetry says
   why. The count of contributing sources travels in every telemetry packet.
@@ -47,6 +52,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
 
 from qrng_dd import packet as wire
+from qrng_dd.batchtests import BatchTester
 from qrng_dd.collector.sources import Source, SourceError, open_source
 from qrng_dd.config import CollectorSettings, PushTarget
 from qrng_dd.health import HealthMonitor, SourceState
@@ -73,7 +79,13 @@ class SourceSlot:
 
     source: Source
     monitor: HealthMonitor
+    batch_tests: BatchTester
+    #: The last batch that passed, waiting for the next one to pass too.
+    held: bytes | None = None
     fetched_bytes: int = 0
+    #: Bytes of this source that went into the output, and that were thrown away by a test.
+    mixed_bytes: int = 0
+    discarded_bytes: int = 0
     fetch_errors: int = 0
     errors_in_row: int = 0
     retry_at: float = 0.0
@@ -132,6 +144,12 @@ class CollectorMetrics:
             "qrng_source_health", "1 healthy, 0.5 startup, 0 quarantined", ["appliance"],
             registry=r,
         )  # fmt: skip
+        self.discarded = Counter(
+            "qrng_collector_discarded_bytes",
+            "Bytes of a source thrown away by a health or batch test (with the one held back)",
+            ["appliance"],
+            registry=r,
+        )
         self.paused = Gauge(
             "qrng_collector_output_paused", "1 when too few sources are healthy", registry=r
         )
@@ -155,14 +173,12 @@ class Collector:
         self.started = time.time()
         self.metrics = CollectorMetrics()
         self._appliance_client = appliance_client or _appliance_client(settings)
-        self._push_client = push_client or httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.fetch_timeout_ms / 1000, connect=5.0),
-            limits=httpx.Limits(max_connections=len(settings.targets) * 2),
-        )
+        self._push_client = push_client or _push_client(settings)
         self.slots = [
             SourceSlot(
                 open_source(url, self._appliance_client),
                 HealthMonitor(settings.claimed_entropy_bits, alpha_log2=settings.health_alpha_log2),
+                BatchTester(settings.health_alpha_log2),
             )
             for url in settings.appliance_urls
         ]
@@ -220,6 +236,8 @@ class Collector:
             "health": {s.source.name: s.monitor.state.value for s in self.slots},
             "fetch_errors": {s.source.name: s.fetch_errors for s in self.slots},
             "fetched_bytes": {s.source.name: s.fetched_bytes for s in self.slots},
+            "mixed_bytes": {s.source.name: s.mixed_bytes for s in self.slots},
+            "discarded_bytes": {s.source.name: s.discarded_bytes for s in self.slots},
             "health_failures": {s.source.name: s.monitor.failures for s in self.slots},
             "pushed_bytes": self.pushed[target.gateway_id],
             "data_seq": self._settled_seq[target.gateway_id],
@@ -269,32 +287,23 @@ class Collector:
             for slot in self.slots:
                 if self._eligible(slot, now):
                     tg.start_soon(self._fetch_one, slot, results)
-        healthy: list[bytes] = []
+        healthy: list[tuple[SourceSlot, bytes]] = []
+        passed = 0
         now = time.monotonic()
         for slot in self.slots:
             data = results.get(id(slot))
-            if data is None:
-                continue
-            before = slot.monitor.state
-            verdict = slot.monitor.check(data, now)
-            if verdict.failed_test is not None:
-                log.error(
-                    "source_quarantined",
-                    appliance=slot.source.name,
-                    test=verdict.failed_test.value,
-                    sample=verdict.failure_offset,
-                    cooldown_s=round(slot.monitor.cooldown_remaining(now), 1),
-                    discarded_bytes=len(data),
-                )
-            elif verdict.state is not before:
-                log.info("source_state", appliance=slot.source.name, state=verdict.state.value)
-            if verdict.ok:
-                healthy.append(data)
+            if data is not None:
+                ok, released = self._test(slot, data, now)
+                passed += ok
+                if released is not None:
+                    healthy.append((slot, released))
         for slot in self.slots:
             self.metrics.health.labels(slot.source.name).set(
                 {"healthy": 1.0, "startup": 0.5}.get(slot.monitor.state.value, 0.0)
             )
         self.contributing = len(healthy)
+        if len(healthy) < self.settings.min_sources <= passed:
+            return b""  # enough sources passed, their first batches are held: not a pause
         if len(healthy) < self.settings.min_sources:
             reason = (
                 f"{len(healthy)} of {len(self.slots)} sources healthy, "
@@ -309,7 +318,41 @@ class Collector:
             log.info("output_resumed", sources_contributing=len(healthy))
         self.paused_reason = None
         self.metrics.paused.set(0)
-        return mix(healthy, self.settings.mixing)
+        output = mix([data for _, data in healthy], self.settings.mixing)
+        for slot, _ in healthy:
+            slot.mixed_bytes += len(output)
+        return output
+
+    def _test(self, slot: SourceSlot, data: bytes, now: float) -> tuple[bool, bytes | None]:
+        """Test ``data``: did it pass, and the batch it releases (the one held before it)."""
+        before = slot.monitor.state
+        verdict = slot.monitor.check(data, now)
+        failed = verdict.failed_test.value if verdict.failed_test is not None else None
+        if failed is None and verdict.state is not SourceState.QUARANTINED:
+            batch_failure = slot.batch_tests.check(data)
+            if batch_failure is not None:
+                slot.monitor.refuse(now)
+                failed = batch_failure.value
+        if failed is not None:
+            discarded = len(data) + len(slot.held or b"")
+            slot.held = None
+            slot.discarded_bytes += discarded
+            self.metrics.discarded.labels(slot.source.name).inc(discarded)
+            log.error(
+                "source_quarantined",
+                appliance=slot.source.name,
+                test=failed,
+                sample=verdict.failure_offset,
+                cooldown_s=round(slot.monitor.cooldown_remaining(now), 1),
+                discarded_bytes=discarded,
+            )
+            return False, None
+        if verdict.state is not before:
+            log.info("source_state", appliance=slot.source.name, state=verdict.state.value)
+        if not verdict.ok:
+            return False, None
+        released, slot.held = slot.held, data
+        return True, released
 
     def distribute(self, output: bytes) -> None:
         """Give ``output`` whole to the outbox with the most room (split fan-out)."""
@@ -441,7 +484,9 @@ class Collector:
             response = await self._push_client.post(
                 target.url, content=raw, headers={"content-type": "application/x-msgpack"}
             )
-        except httpx.HTTPError as err:
+        except (httpx.HTTPError, ssl.SSLError) as err:
+            # httpcore wraps TLS errors only during the handshake: under TLS 1.3 a gateway's
+            # refusal of our client certificate arrives on the first read, as a bare SSLError.
             self.metrics.push_errors.labels(target.gateway_id).inc()
             log.warning("push_failed", gateway=target.gateway_id, error=type(err).__name__)
             return "retry"
@@ -614,6 +659,45 @@ def _appliance_client(settings: CollectorSettings) -> httpx.AsyncClient:
         verify=verify,
         timeout=httpx.Timeout(settings.fetch_timeout_ms / 1000),
         limits=httpx.Limits(max_connections=max(4, 2 * len(settings.appliance_urls))),
+    )
+
+
+def _push_client(settings: CollectorSettings) -> httpx.AsyncClient:
+    """The client for HTTP(S) push targets: TLS 1.2 or newer, optionally mutual.
+
+    ``QRNG_GATEWAY_CA_FILE`` replaces the trust store for the gateways' certificates. Without
+    it the gateways are checked against the same store as before (httpx's default: certifi,
+    or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), so adding only a client certificate changes who we
+    are, not whom we trust. The client certificate is offered to gateways that ask for one
+    (``QRNG_TLS_CLIENT_CA_FILE`` there). Settings validation already loaded these files, so a
+    bad one stopped the process with one line before it got here.
+    """
+    context = (
+        ssl.create_default_context(cafile=str(settings.gateway_ca_file))
+        if settings.gateway_ca_file is not None
+        else httpx.create_ssl_context()
+    )
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.gateway_client_cert_file is not None:
+        context.load_cert_chain(settings.gateway_client_cert_file, settings.gateway_client_key_file)
+    tls_files = (
+        settings.gateway_ca_file,
+        settings.gateway_client_cert_file,
+        settings.gateway_client_key_file,
+    )
+    https = any(t.scheme == "https" for t in settings.targets)
+    if any(path is not None for path in tls_files) and not https:
+        # Not an error: a UDP-only collector may share an env file with an HTTPS one. But a
+        # forgotten https:// would send in the clear what the operator meant to protect.
+        log.warning(
+            "push_tls_unused",
+            message="QRNG_GATEWAY_CA_FILE / QRNG_GATEWAY_CLIENT_CERT_FILE are set, but no "
+            "QRNG_GATEWAY_PUSH_URL target is https://: they are not used",
+        )
+    return httpx.AsyncClient(
+        verify=context,
+        timeout=httpx.Timeout(settings.fetch_timeout_ms / 1000, connect=5.0),
+        limits=httpx.Limits(max_connections=len(settings.targets) * 2),
     )
 
 
