@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
 
 from qrng_dd.config import (
     CollectorSettings,
@@ -146,3 +150,123 @@ def test_mcp_settings_need_an_api_key() -> None:
     """The MCP client refuses to start without a gateway key."""
     assert "QRNG_GATEWAY_API_KEY" in _error(McpSettings, {})
     assert load(McpSettings, {"QRNG_GATEWAY_API_KEY": "x" * 20}).gateway_url.startswith("http")
+
+
+# -- push TLS files (QRNG_GATEWAY_CA_FILE, QRNG_GATEWAY_CLIENT_CERT_FILE / _KEY_FILE) -------
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> dict[str, Path]:
+    """A CA, a client certificate and its key, plus wrong, garbage and encrypted stand-ins."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("collector@qrng-dd.example")
+    files = {name: tmp_path / f"{name}.pem" for name in
+             ("ca", "cert", "key", "other_key", "garbage", "encrypted_key")}  # fmt: skip
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    leaf.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    leaf.private_key_pem.write_to_path(str(files["key"]))
+    ca.issue_cert("other@qrng-dd.example").private_key_pem.write_to_path(str(files["other_key"]))
+    files["garbage"].write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+    files["encrypted_key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    return files
+
+
+def _tls_env(pem: dict[str, Path], **names: str) -> dict[str, str]:
+    """COLLECTOR_ENV plus VAR=name-of-a-file-in-``pem`` (or a literal path if not in it)."""
+    env = dict(COLLECTOR_ENV, QRNG_GATEWAY_PUSH_URL="https://127.0.0.1:7764/push")
+    for var, name in names.items():
+        env[f"QRNG_{var}"] = str(pem[name]) if name in pem else name
+    return env
+
+
+def test_push_tls_files_are_accepted(pem: dict[str, Path]) -> None:
+    """A CA bundle and a matching certificate and key load, and the settings keep the paths."""
+    env = _tls_env(
+        pem, GATEWAY_CA_FILE="ca", GATEWAY_CLIENT_CERT_FILE="cert", GATEWAY_CLIENT_KEY_FILE="key"
+    )
+    s = load(CollectorSettings, env)
+    assert (s.gateway_ca_file, s.gateway_client_cert_file) == (pem["ca"], pem["cert"])
+    assert s.gateway_client_key_file == pem["key"]
+    assert load(CollectorSettings, _tls_env(pem, GATEWAY_CA_FILE="ca")).gateway_ca_file
+
+
+@pytest.mark.parametrize(
+    ("names", "needle"),
+    [
+        ({"GATEWAY_CA_FILE": "/nonexistent/ca.pem"}, "QRNG_GATEWAY_CA_FILE: /nonexistent/ca.pem"),
+        ({"GATEWAY_CA_FILE": "garbage"}, "QRNG_GATEWAY_CA_FILE"),
+        ({"GATEWAY_CA_FILE": "key"}, "QRNG_GATEWAY_CA_FILE"),
+        ({"GATEWAY_CLIENT_CERT_FILE": "cert"}, "QRNG_GATEWAY_CLIENT_KEY_FILE: set both"),
+        ({"GATEWAY_CLIENT_KEY_FILE": "key"}, "QRNG_GATEWAY_CLIENT_CERT_FILE and"),
+        (
+            {"GATEWAY_CLIENT_CERT_FILE": "/nonexistent/c.pem", "GATEWAY_CLIENT_KEY_FILE": "key"},
+            "QRNG_GATEWAY_CLIENT_CERT_FILE: /nonexistent/c.pem is not a readable file",
+        ),
+        (
+            {"GATEWAY_CLIENT_CERT_FILE": "cert", "GATEWAY_CLIENT_KEY_FILE": "/nonexistent/k"},
+            "QRNG_GATEWAY_CLIENT_KEY_FILE: /nonexistent/k is not a readable file",
+        ),
+        (
+            {"GATEWAY_CLIENT_CERT_FILE": "garbage", "GATEWAY_CLIENT_KEY_FILE": "key"},
+            "QRNG_GATEWAY_CLIENT_CERT_FILE",
+        ),
+        (
+            {"GATEWAY_CLIENT_CERT_FILE": "key", "GATEWAY_CLIENT_KEY_FILE": "key"},
+            "QRNG_GATEWAY_CLIENT_CERT_FILE",
+        ),
+        (
+            {"GATEWAY_CLIENT_CERT_FILE": "cert", "GATEWAY_CLIENT_KEY_FILE": "garbage"},
+            "QRNG_GATEWAY_CLIENT_KEY_FILE",
+        ),
+        (
+            {"GATEWAY_CLIENT_CERT_FILE": "cert", "GATEWAY_CLIENT_KEY_FILE": "other_key"},
+            "QRNG_GATEWAY_CLIENT_KEY_FILE",
+        ),
+        (
+            {"GATEWAY_CLIENT_CERT_FILE": "cert", "GATEWAY_CLIENT_KEY_FILE": "encrypted_key"},
+            "QRNG_GATEWAY_CLIENT_KEY_FILE",
+        ),
+    ],
+)
+def test_bad_push_tls_files_give_one_line_naming_the_variable(
+    pem: dict[str, Path], names: dict[str, str], needle: str
+) -> None:
+    """Missing, half-set, non-PEM, mismatched or encrypted files: one line, the right variable.
+
+    Loaded at startup, so the operator reads which file is wrong instead of meeting an
+    OpenSSL traceback, or a passphrase prompt that hangs a service, on the first push.
+    """
+    text = _error(CollectorSettings, _tls_env(pem, **names))
+    assert text.startswith("QRNG_GATEWAY_"), text
+    assert needle in text
+    assert "Traceback" not in text
+
+
+def test_unreadable_push_tls_file_is_named(
+    pem: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that exists but cannot be read is named with the reason.
+
+    Root reads any file whatever its mode, so when the chmod does not bite, the refusal the
+    kernel would give anyone else is simulated.
+    """
+    ca = pem["ca"]
+    ca.chmod(0)
+    if os.access(ca, os.R_OK):
+        real = Path.read_bytes
+
+        def refuse(self: Path) -> bytes:
+            if self == ca:
+                raise PermissionError(errno.EACCES, "Permission denied", str(self))
+            return real(self)
+
+        monkeypatch.setattr(Path, "read_bytes", refuse)
+    text = _error(CollectorSettings, _tls_env(pem, GATEWAY_CA_FILE="ca"))
+    assert text == f"QRNG_GATEWAY_CA_FILE: cannot read {ca}: Permission denied"

@@ -9,6 +9,7 @@ in one of the two accepted shapes.
 from __future__ import annotations
 
 import json
+import ssl
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -33,7 +34,7 @@ class QuantisSource:
     async def fetch(self, n: int) -> bytes:
         try:
             response = await self._client.get(self.url, params={"size": n})
-        except httpx.HTTPError as err:
+        except (httpx.HTTPError, ssl.SSLError) as err:  # TLS 1.3 alerts come on a read, bare
             raise SourceError(f"{self.name}: {type(err).__name__}: {err}") from err
         if response.status_code != 200:
             raise SourceError(f"{self.name}: HTTP {response.status_code}")
