@@ -141,6 +141,12 @@ def test_query_parsing_is_starlettes(query: str) -> None:
     assert _query(raw) == {k: expected.get(k) for k in expected}
 
 
+def _headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
+    """The raw headers, the RateLimit state's values aside: the buckets refill between the
+    two requests, so ``r`` and ``t`` may differ by the refill; the field itself must not."""
+    return [(name, b"~" if name == b"ratelimit" else value) for name, value in response.headers.raw]
+
+
 def _events(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in e.items() if k != "latency_ms"} for e in logs]
 
@@ -154,7 +160,7 @@ async def _same(
     with capture_logs() as slow_logs:
         b = await slow.request(method, url, headers=headers, content=body)
     assert a.status_code == b.status_code, (request, a.text, b.text)
-    assert a.headers.raw == b.headers.raw, request
+    assert _headers(a) == _headers(b), request
     assert a.content == b.content, request
     assert _events(fast_logs) == _events(slow_logs), request
     if (method, url.split("?")[0]) in _HOT:
@@ -330,3 +336,71 @@ async def test_an_unexpected_failure_is_the_same_500_on_both_fronts() -> None:
         responses.append((response.status_code, response.headers.raw, response.content))
     assert responses[0] == responses[1]
     assert responses[0][0] == 500
+
+
+# (method, url, requests left of a burst of 100 after it: status and a 400 charge nothing)
+_ENTROPY_ROUTES = [
+    ("GET", "/api/random?bytes=8", 99),
+    ("GET", "/api/random?bytes=8&encoding=binary", 99),
+    ("GET", "/api/integers?count=2", 99),
+    ("GET", "/api/floats?count=2", 99),
+    ("GET", "/api/uuid", 99),
+    ("GET", "/api/uuid?count=2", 99),
+    ("GET", "/api/test/monte-carlo?iterations=10", 99),
+    ("POST", "/api/test/monte-carlo?iterations=10", 99),
+    ("GET", "/api/test/randomness?bytes=2500", 99),
+    ("GET", "/api/status", 100),
+    ("GET", "/api/random?bytes=0", 100),  # a 400 to a known key is an answer to it too
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("method", "url", "left"), _ENTROPY_ROUTES)
+async def test_every_answer_to_a_key_is_no_store_with_its_rate_limit(
+    method: str, url: str, left: int
+) -> None:
+    """Both fronts: ``Cache-Control: no-store`` (a shared cache must never serve these bytes
+    again) and the RateLimit fields, the request just made already counted."""
+    async with _pair(QRNG_RATE_LIMIT="50", QRNG_RATE_BURST="100") as (fast, slow):
+        for client in (fast, slow):
+            await client.post(
+                "/push", content=make_raw(PacketKey.from_hex(KEY_HEX), os.urandom(8192))
+            )
+            response = await client.request(method, url, headers=BEARER)
+            assert response.status_code in (200, 400), response.text
+            assert response.headers["cache-control"] == "no-store"
+            assert response.headers["ratelimit-policy"] == '"requests";q=100;w=2'
+            assert response.headers["ratelimit"].startswith(f'"requests";r={left};t=')
+
+
+@pytest.mark.anyio
+async def test_the_byte_budget_shows_in_the_fields_and_the_429() -> None:
+    """With QRNG_BYTE_RATE_LIMIT the bytes policy joins; its 429 says when, both ways."""
+    async with _pair(QRNG_BYTE_RATE_LIMIT="4096") as (fast, slow):
+        for client in (fast, slow):
+            await client.post(
+                "/push", content=make_raw(PacketKey.from_hex(KEY_HEX), os.urandom(16384))
+            )
+            ok = await client.get("/api/random?bytes=4096", headers=BEARER)
+            limited = await client.get("/api/random?bytes=4096", headers=BEARER)
+            assert ok.status_code == 200
+            assert ok.headers["ratelimit-policy"] == (
+                '"requests";q=200000;w=2, "bytes";q=4096;w=1;qu="content-bytes"'
+            )
+            assert ok.headers["ratelimit"].endswith('"bytes";r=0;t=1')
+            assert limited.status_code == 429
+            assert limited.headers["retry-after"] == "1"
+            assert limited.headers["cache-control"] == "no-store"
+            assert limited.json()["detail"] == "rate limit for this key exceeded; retry in 1 s"
+
+
+@pytest.mark.anyio
+async def test_no_key_no_rate_limit_fields() -> None:
+    """A 401 names no budget (whose would it be?) and /health is not an entropy answer."""
+    async with _pair() as (fast, slow):
+        for client in (fast, slow):
+            missing = await client.get("/api/random")
+            health = await client.get("/health")
+            assert missing.status_code == 401
+            assert "ratelimit" not in missing.headers
+            assert "ratelimit" not in health.headers

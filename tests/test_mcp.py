@@ -600,7 +600,7 @@ async def test_the_gateway_mount_charges_the_gateways_rate_limit() -> None:
          "QRNG_RATE_LIMIT": "1", "QRNG_RATE_BURST": "1"},
     )  # fmt: skip
     service = EntropyService(settings)
-    guard = _Guard(inner, tokens=[key], limiter=lambda k: service.limiter.check(k))
+    guard = _Guard(inner, policy=service.policy)
     app = Starlette(routes=[StarletteRoute("/mcp", endpoint=guard, methods=["POST"])])
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:

@@ -45,8 +45,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import hmac
-import json
 import logging
 import re
 import sys
@@ -60,16 +58,23 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qrng_dd import __version__
 from qrng_dd.errors import EntropyExhaustedError, QrngError
+from qrng_dd.gateway.policy import (
+    BYTES_PER_FLOAT,
+    BYTES_PER_INTEGER,
+    BYTES_PER_UUID,
+    Policy,
+    Problem,
+)
 
 if TYPE_CHECKING:
     from qrng_dd.gateway.service import EntropyService
@@ -79,6 +84,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MCP_PATH: Final = "/mcp"
+#: Where the HTTP guard leaves the API key it authenticated, for the tools to charge.
+CALLER_SCOPE_KEY: Final = "qrng_dd.api_key"
 DEFAULT_HTTP_PORT: Final = 8080
 
 # The REST API's own limits (DESIGN §5), restated so a model reads them in the schema.
@@ -116,6 +123,10 @@ class BackendError(QrngError):
 class Backend(Protocol):
     """Where the tools get entropy. Every method raises :class:`BackendError` on failure."""
 
+    def bind(self, caller: str | None) -> Backend:
+        """This backend answering for ``caller`` (the API key of the MCP request)."""
+        ...
+
     async def random_bytes(self, count: int) -> bytes: ...
 
     async def integers(self, count: int, low: int, high: int) -> list[int]: ...
@@ -131,10 +142,27 @@ class Backend(Protocol):
 
 
 class ServiceBackend:
-    """The gateway's in-process :class:`EntropyService`: same pool, no network hop."""
+    """The gateway's in-process :class:`EntropyService`: same pool, no network hop.
 
-    def __init__(self, service: EntropyService) -> None:
+    Bound to a caller (the API key the ``/mcp`` guard authenticated), every draw is charged
+    to that key's byte budget through the gateway's one :class:`~qrng_dd.gateway.policy.Policy`,
+    exactly as the REST route would charge it; the guard already charged the request.
+    """
+
+    def __init__(self, service: EntropyService, caller: str | None = None) -> None:
         self.service = service
+        self.caller = caller
+
+    def bind(self, caller: str | None) -> ServiceBackend:
+        return self if caller == self.caller else ServiceBackend(self.service, caller)
+
+    def _charge(self, nbytes: int) -> None:
+        if self.caller is None:
+            return
+        try:
+            self.service.policy.admit(self.caller, nbytes, request=False)
+        except Problem as problem:
+            raise BackendError("rate_limited", problem.detail, problem.retry_after) from None
 
     def _short(self, err: EntropyExhaustedError) -> BackendError:
         return BackendError(
@@ -155,15 +183,19 @@ class ServiceBackend:
         limit = self.service.settings.max_request_bytes
         if count > limit:
             raise BackendError("refused", f"this gateway serves at most {limit} bytes a request")
+        self._charge(count)
         return self._call(lambda: self.service.take(count))
 
     async def integers(self, count: int, low: int, high: int) -> list[int]:
+        self._charge(BYTES_PER_INTEGER * count)
         return self._call(lambda: self.service.integers(count, low, high))
 
     async def floats(self, count: int) -> list[float]:
+        self._charge(BYTES_PER_FLOAT * count)
         return self._call(lambda: self.service.floats(count))
 
     async def uuids(self, count: int) -> list[str]:
+        self._charge(BYTES_PER_UUID * count)
         return self._call(lambda: self.service.uuids(count))
 
     async def status(self) -> dict[str, Any]:
@@ -194,6 +226,10 @@ class HttpBackend:
             follow_redirects=False,
             transport=transport,
         )
+
+    def bind(self, caller: str | None) -> HttpBackend:
+        """The gateway charges the key this backend sends, whoever asked the MCP server."""
+        return self
 
     async def __aenter__(self) -> HttpBackend:
         return self
@@ -469,6 +505,17 @@ def _bytes_result(data: bytes, encoding: Literal["hex", "base64"]) -> CallToolRe
     return _result(model, f"{len(data)} random bytes ({encoding}):\n{text}")
 
 
+def _bound(backend: Backend, ctx: Context) -> Backend:
+    """``backend`` for the API key the HTTP guard authenticated for this request, if any."""
+    try:
+        request = ctx.request_context.request
+    except ValueError:  # no request: an in-process session
+        return backend
+    scope = getattr(request, "scope", None)
+    caller = scope.get(CALLER_SCOPE_KEY) if isinstance(scope, dict) else None
+    return backend.bind(caller if isinstance(caller, str) else None)
+
+
 def create_server(backend: Backend) -> MCPServer[Any]:
     """The MCP server with the seven entropy tools, all answered by ``backend``."""
     server: MCPServer[Any] = MCPServer(
@@ -477,45 +524,59 @@ def create_server(backend: Backend) -> MCPServer[Any]:
 
     @server.tool(annotations=_DRAWS)
     async def get_random_bytes(
-        count: ByteCount = 32, encoding: Encoding = "hex"
+        ctx: Context, count: ByteCount = 32, encoding: Encoding = "hex"
     ) -> Annotated[CallToolResult, RandomBytes]:
         """Quantum random bytes, as hex or base64 text. Each byte is served once, never reused."""
-        return _bytes_result(await _ask(backend, backend.random_bytes(count)), encoding)
+        caller = _bound(backend, ctx)
+        return _bytes_result(await _ask(caller, caller.random_bytes(count)), encoding)
 
     @server.tool(annotations=_DRAWS)
-    async def get_random_hex(count: ByteCount = 32) -> Annotated[CallToolResult, RandomBytes]:
+    async def get_random_hex(
+        ctx: Context, count: ByteCount = 32
+    ) -> Annotated[CallToolResult, RandomBytes]:
         """Quantum random bytes as lowercase hex (2 characters per byte)."""
-        return _bytes_result(await _ask(backend, backend.random_bytes(count)), "hex")
+        caller = _bound(backend, ctx)
+        return _bytes_result(await _ask(caller, caller.random_bytes(count)), "hex")
 
     @server.tool(annotations=_DRAWS)
-    async def get_random_base64(count: ByteCount = 32) -> Annotated[CallToolResult, RandomBytes]:
+    async def get_random_base64(
+        ctx: Context, count: ByteCount = 32
+    ) -> Annotated[CallToolResult, RandomBytes]:
         """Quantum random bytes as standard base64 with padding."""
-        return _bytes_result(await _ask(backend, backend.random_bytes(count)), "base64")
+        caller = _bound(backend, ctx)
+        return _bytes_result(await _ask(caller, caller.random_bytes(count)), "base64")
 
     @server.tool(annotations=_DRAWS)
     async def get_random_integers(
-        count: IntCount = 10, min: Low = 0, max: High = 100
+        ctx: Context, count: IntCount = 10, min: Low = 0, max: High = 100
     ) -> Annotated[CallToolResult, RandomIntegers]:
         """Uniform quantum random integers in [min, max], both inclusive (no modulo bias)."""
         if min > max:
             msg = f"Bad arguments: min ({min}) must not be greater than max ({max})."
             raise ToolError(msg)
-        values = await _ask(backend, backend.integers(count, min, max))
+        caller = _bound(backend, ctx)
+        values = await _ask(caller, caller.integers(count, min, max))
         model = RandomIntegers(count=count, min=min, max=max, values=values)
         text = f"{count} random integers in [{min}, {max}]: {', '.join(map(str, values))}"
         return _result(model, text)
 
     @server.tool(annotations=_DRAWS)
-    async def get_random_floats(count: FloatCount = 10) -> Annotated[CallToolResult, RandomFloats]:
+    async def get_random_floats(
+        ctx: Context, count: FloatCount = 10
+    ) -> Annotated[CallToolResult, RandomFloats]:
         """Uniform quantum random floats in [0, 1), 53 random bits each."""
-        values = await _ask(backend, backend.floats(count))
+        caller = _bound(backend, ctx)
+        values = await _ask(caller, caller.floats(count))
         text = f"{count} random floats in [0, 1): {', '.join(map(repr, values))}"
         return _result(RandomFloats(count=count, values=values), text)
 
     @server.tool(annotations=_DRAWS)
-    async def get_random_uuid(count: UuidCount = 1) -> Annotated[CallToolResult, RandomUuids]:
+    async def get_random_uuid(
+        ctx: Context, count: UuidCount = 1
+    ) -> Annotated[CallToolResult, RandomUuids]:
         """Quantum random version-4 UUIDs (RFC 9562)."""
-        values = await _ask(backend, backend.uuids(count))
+        caller = _bound(backend, ctx)
+        values = await _ask(caller, caller.uuids(count))
         return _result(RandomUuids(count=count, uuids=values), "\n".join(values))
 
     @server.tool(annotations=_READS)
@@ -556,40 +617,30 @@ def origin_allowed(origin: str, allowed: Iterable[str] = ()) -> bool:
 
 
 class _Guard:
-    """ASGI wrapper: Origin check (403), then a bearer credential check (401)."""
+    """ASGI wrapper: Origin check (403), then the :class:`Policy`: credential (401), request
+    bucket (429). The key it authenticated travels in the scope (:data:`CALLER_SCOPE_KEY`) so
+    the tools charge draws to it; every answer to it carries the policy's headers
+    (``Cache-Control: no-store``, RateLimit)."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        tokens: Sequence[str],
+        policy: Policy | None,
         allowed_origins: Sequence[str] = (),
         query_param: str | None = None,
-        limiter: Callable[[str], int] | None = None,
     ) -> None:
         self.app = app
-        self._limiter = limiter
-        self._tokens = [token.encode() for token in tokens]
+        self._policy = policy
         self._origins = tuple(allowed_origins)
         self._query_param = query_param
 
-    def _presented(self, scope: Scope, headers: Mapping[str, str]) -> str:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-        if self._query_param is not None:
-            raw: bytes = scope.get("query_string", b"")
-            values = parse_qs(raw.decode("latin-1")).get(self._query_param) or [""]
-            return values[0]
-        return ""
-
-    def _authorized(self, presented: str) -> bool:
-        # Compare with every token, whatever matched: the time says nothing about which (P6).
-        candidate = presented.encode()
-        found = False
-        for token in self._tokens:
-            found |= hmac.compare_digest(candidate, token)
-        return found and bool(presented)
+    def _query_key(self, scope: Scope) -> str | None:
+        if self._query_param is None:
+            return None
+        raw: bytes = scope.get("query_string", b"")
+        values = parse_qs(raw.decode("latin-1")).get(self._query_param)
+        return values[0] if values else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -600,38 +651,41 @@ class _Guard:
         if origin is not None and not origin_allowed(origin, self._origins):
             log.warning("mcp_origin_refused origin=%r", origin[:100])
             detail = "this Origin may not use the MCP endpoint (see QRNG_MCP_ALLOWED_ORIGINS)"
-            await _problem(send, 403, "Forbidden", detail)
+            await send_problem(send, Problem(403, "Forbidden", detail))
             return
-        presented = self._presented(scope, headers)
-        if self._tokens and not self._authorized(presented):
-            await _problem(
-                send, 401, "Unauthorized", "a valid Authorization: Bearer token is required"
-            )
+        if self._policy is None:
+            await self.app(scope, receive, send)
             return
-        if self._limiter is not None and (wait := self._limiter(presented)):
-            # The gateway's own per-key buckets: MCP requests count like REST requests.
-            await _problem(
-                send, 429, "Too many requests", f"rate limit for this key; retry in {wait} s",
-                retry_after=wait,
-            )  # fmt: skip
+        try:
+            key = self._policy.authenticate(headers.get("authorization"), self._query_key(scope))
+        except Problem as problem:
+            await send_problem(send, problem)
             return
-        await self.app(scope, receive, send)
+        try:
+            # The gateway's own per-key buckets: an MCP request counts like a REST request.
+            self._policy.admit(key)
+        except Problem as problem:
+            await send_problem(send, problem, self._policy.raw_headers(key))
+            return
+        extra = self._policy.raw_headers(key)
+
+        async def send_with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in extra}
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                message = {**message, "headers": [*kept, *extra]}
+            await send(message)
+
+        await self.app({**scope, CALLER_SCOPE_KEY: key}, receive, send_with_policy)
 
 
-async def _problem(
-    send: Send, status: int, title: str, detail: str, *, retry_after: int | None = None
+async def send_problem(
+    send: Send, problem: Problem, extra: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
-    headers = [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", b"%d" % len(body)),
-    ]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body.encode()})
+    """``problem`` as a whole ASGI response, rendered as every other route renders it."""
+    headers = [*extra, *problem.raw_headers()]
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": problem.body()})
 
 
 def _security() -> TransportSecuritySettings:
@@ -653,8 +707,8 @@ def create_http_app(
         max_sessions=MAX_SESSIONS,
         max_request_body_size=MAX_BODY_BYTES,
     )
-    tokens = [auth_token] if auth_token else []
-    return _Guard(app, tokens=tokens, allowed_origins=allowed_origins)
+    policy = Policy([auth_token]) if auth_token else None
+    return _Guard(app, policy=policy, allowed_origins=allowed_origins)
 
 
 def mount_in_gateway(
@@ -675,12 +729,7 @@ def mount_in_gateway(
         max_request_body_size=MAX_BODY_BYTES,
     )
     manager = server.session_manager
-    guard = _Guard(
-        manager.handle_request,
-        tokens=service.settings.api_keys,
-        query_param="api_key",
-        limiter=lambda key: service.limiter.check(key),
-    )
+    guard = _Guard(manager.handle_request, policy=service.policy, query_param="api_key")
     return Route(MCP_PATH, endpoint=guard), manager.run
 
 

@@ -55,6 +55,39 @@ class TokenBucket:
     def charge(self, name: str, cost: float) -> None:
         self._buckets[name].tokens -= cost
 
+    def state(self, label: str, name: str, now: float) -> str:
+        """``"label";r=remaining;t=seconds-until-full``: the RateLimit field item, built on
+        every authenticated answer, so without the :class:`Quota` detour."""
+        tokens = self._refill(name, now).tokens if name in self._buckets else self.burst
+        left = math.floor(tokens) if tokens > 0 else 0
+        full = math.ceil((self.burst - tokens) / self.rate) if tokens < self.burst else 0
+        return f'"{label}";r={left};t={full}'
+
+    def quota(self, label: str, name: str | None, now: float) -> Quota:
+        """The bucket of ``name`` as a quota (``None``: the policy alone, a full bucket)."""
+        tokens = self.burst
+        if name is not None and name in self._buckets:
+            tokens = self._refill(name, now).tokens
+        return Quota(
+            label,
+            limit=int(self.burst),
+            window=max(1, math.ceil(self.burst / self.rate)),
+            remaining=max(0, math.floor(tokens)),
+            reset=max(0, math.ceil((self.burst - tokens) / self.rate)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """One limit as the RateLimit header fields state it: ``limit`` per ``window`` seconds,
+    ``remaining`` now, full again in ``reset`` seconds."""
+
+    name: str
+    limit: int
+    window: int
+    remaining: int
+    reset: int
+
 
 class RateLimiter:
     """Per-key limits on requests and (when ``byte_rate`` > 0) on bytes."""
@@ -72,20 +105,40 @@ class RateLimiter:
         self._bytes = TokenBucket(byte_rate, byte_rate) if byte_rate > 0 else None
         self._clock = clock
 
-    def check(self, key: str, nbytes: int = 0) -> int:
-        """Charge one request of ``nbytes`` to ``key``.
+    def check(self, key: str, nbytes: int = 0, *, request: bool = True) -> int:
+        """Charge one request (unless ``request`` is false) of ``nbytes`` to ``key``.
+
+        ``request=False`` charges bytes alone: a tool call inside an MCP request that was
+        already charged as a request.
 
         Returns:
             0 when allowed, else the whole seconds to wait (for ``Retry-After``); nothing is
             charged then.
         """
         now = self._clock()
-        wait = self._requests.wait_for(key, 1.0, now)
+        wait = self._requests.wait_for(key, 1.0, now) if request else 0.0
         if self._bytes is not None and nbytes:
             wait = max(wait, self._bytes.wait_for(key, nbytes, now))
         if wait > 0:
             return max(1, math.ceil(wait))
-        self._requests.charge(key, 1.0)
+        if request:
+            self._requests.charge(key, 1.0)
         if self._bytes is not None and nbytes:
             self._bytes.charge(key, nbytes)
         return 0
+
+    def state_field(self, key: str) -> str:
+        """The ``RateLimit`` field value for ``key`` now (draft-ietf-httpapi-ratelimit-headers)."""
+        now = self._clock()
+        field = self._requests.state("requests", key, now)
+        if self._bytes is not None:
+            field += ", " + self._bytes.state("bytes", key, now)
+        return field
+
+    def quotas(self, key: str | None) -> list[Quota]:
+        """The limits of ``key`` and what is left of them (``None``: the limits alone)."""
+        now = self._clock()
+        found = [self._requests.quota("requests", key, now)]
+        if self._bytes is not None:
+            found.append(self._bytes.quota("bytes", key, now))
+        return found

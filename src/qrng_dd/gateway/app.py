@@ -13,7 +13,6 @@ range is checked before any entropy is touched, so a bad request never drains th
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 import time
@@ -33,13 +32,20 @@ from starlette.types import Receive, Scope, Send
 from qrng_dd import derive
 from qrng_dd.errors import EntropyExhaustedError, PacketError, PoolFullError, StateError
 from qrng_dd.gateway.openapi import DOCS_HTML, openapi_document
+from qrng_dd.gateway.policy import (
+    BYTES_PER_FLOAT,
+    BYTES_PER_INTEGER,
+    BYTES_PER_POINT,
+    BYTES_PER_UUID,
+    PROBLEM,
+    Problem,
+)
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.logs import fingerprint
 from qrng_dd.packet import MAX_PACKET_BYTES
 
 log = structlog.get_logger("qrng_dd.gateway.http")
 
-PROBLEM: Final = "application/problem+json"
 JSON: Final = "application/json"
 TEXT: Final = "text/plain"
 OCTET: Final = "application/octet-stream"
@@ -58,32 +64,6 @@ _PUSH_STATUS: Final[Mapping[str, int]] = {
 }
 
 
-class Problem(Exception):  # noqa: N818 - it is an HTTP problem document, not an error type
-    """An RFC 9457 problem: raised inside a route, rendered by :meth:`GatewayApp.respond`."""
-
-    def __init__(
-        self, status: int, title: str, detail: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.headers = dict(headers or {})
-
-    def reply(self) -> Reply:
-        slug = self.title.lower().replace(" ", "-")
-        body = {
-            "type": f"https://qrng-dd.invalid/problems/{slug}",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        return Reply(json.dumps(body).encode("utf-8"), PROBLEM, self.status, self.headers)
-
-    def response(self) -> Response:
-        return self.reply().response()
-
-
 class Reply:
     """One answer, independent of the front that sends it (Starlette or :class:`FastFront`).
 
@@ -92,7 +72,7 @@ class Reply:
     ``text/*``), so both fronts answer byte for byte alike. Statuses are never 1xx/204/304.
     """
 
-    __slots__ = ("body", "headers", "media_type", "status")
+    __slots__ = ("body", "extra", "headers", "media_type", "status")
 
     def __init__(
         self,
@@ -105,21 +85,25 @@ class Reply:
         self.media_type = media_type
         self.status = status
         self.headers = headers
+        #: The policy's pairs for the caller (no-store, RateLimit), sent first, already bytes.
+        self.extra: list[tuple[bytes, bytes]] = []
 
     def response(self) -> Response:
-        return Response(self.body, self.status, headers=self.headers, media_type=self.media_type)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.extra}
+        headers.update(self.headers or {})
+        return Response(self.body, self.status, headers=headers, media_type=self.media_type)
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         length = (b"content-length", b"%d" % len(self.body))
         if not self.headers:
-            return [length, _content_type(self.media_type)]
+            return [*self.extra, length, _content_type(self.media_type)]
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         keys = {k for k, _ in raw}
         if b"content-length" not in keys:
             raw.append(length)
         if b"content-type" not in keys:
             raw.append(_content_type(self.media_type))
-        return raw
+        return [*self.extra, *raw]
 
 
 _CONTENT_TYPES: dict[str, tuple[bytes, bytes]] = {}
@@ -145,6 +129,10 @@ _JSON_ENCODER: Final = json.JSONEncoder(
 def _json(content: Any) -> bytes:
     """JSON exactly as Starlette's ``JSONResponse`` renders it."""
     return _JSON_ENCODER.encode(content).encode("utf-8")
+
+
+def _problem_reply(problem: Problem) -> Reply:
+    return Reply(problem.body(), PROBLEM, problem.status, problem.headers)
 
 
 def _bad(detail: str) -> Problem:
@@ -182,9 +170,9 @@ class GatewayApp:
     def __init__(self, service: EntropyService) -> None:
         self.service = service
         settings = service.settings
-        self._keys = [key.encode() for key in settings.api_keys]
         self._fingerprints = {key: fingerprint(key) for key in settings.api_keys}
-        self.limiter = service.limiter
+        self.policy = service.policy
+        self.limit = self.policy.admit
         self._access_log = settings.access_log
         self._max_bytes = settings.max_request_bytes
         self._counters: dict[tuple[str, int], Any] = {}
@@ -192,47 +180,6 @@ class GatewayApp:
         self._docs = DOCS_HTML.encode("utf-8")
 
     # -- shared machinery -----------------------------------------------------------------
-
-    def authenticate(self, params: Params, authorization: str | None) -> str:
-        """The API key presented (``?api_key=`` first, else a bearer token), if it is ours.
-
-        Every configured key is compared, in constant time, whatever matched first: the
-        time taken says nothing about which key or how much of it was right.
-
-        Raises:
-            Problem: 401.
-        """
-        presented = params.get("api_key")
-        if presented is None:
-            scheme, _, token = (authorization or "").partition(" ")
-            if scheme.lower() == "bearer":
-                presented = token.strip()
-        if not presented:
-            raise Problem(
-                401,
-                "Unauthorized",
-                "an API key is required: ?api_key=KEY or Authorization: Bearer KEY",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        candidate = presented.encode()
-        found: bytes | None = None
-        for key in self._keys:
-            if hmac.compare_digest(candidate, key):
-                found = key
-        if found is None:
-            raise Problem(401, "Unauthorized", "unknown API key", {"WWW-Authenticate": "Bearer"})
-        return found.decode()
-
-    def limit(self, key: str, nbytes: int) -> None:
-        """Charge the request to the key's buckets. Raises: Problem 429."""
-        wait = self.limiter.check(key, nbytes)
-        if wait:
-            raise Problem(
-                429,
-                "Too many requests",
-                f"rate limit for this key exceeded; retry in {wait} s",
-                {"Retry-After": str(wait)},
-            )
 
     def _record(self, name: str, status: int, started: float) -> None:
         counter = self._counters.get((name, status))
@@ -248,13 +195,15 @@ class GatewayApp:
 
     def _short(self, err: EntropyExhaustedError) -> Reply:
         wait = self.service.retry_after()
-        return Problem(
-            503,
-            "Short of entropy",
-            f"the pool holds {err.available} bytes, this request needs "
-            f"{err.requested}; nothing was taken, retry in {wait} s",
-            {"Retry-After": str(wait)},
-        ).reply()
+        return _problem_reply(
+            Problem(
+                503,
+                "Short of entropy",
+                f"the pool holds {err.available} bytes, this request needs "
+                f"{err.requested}; nothing was taken, retry in {wait} s",
+                {"Retry-After": str(wait)},
+            )
+        )
 
     def _finish(self, name: str, reply: Reply, started: float, key: str) -> None:
         status = reply.status
@@ -285,12 +234,15 @@ class GatewayApp:
         key = ""
         try:
             if auth:
-                key = self.authenticate(params, authorization)
+                key = self.policy.authenticate(authorization, params.get("api_key"))
             reply = handler(params, key)
         except Problem as problem:
-            reply = problem.reply()
+            reply = _problem_reply(problem)
         except EntropyExhaustedError as err:
             reply = self._short(err)
+        if key:
+            # Every answer to a caller with a key: no-store and what is left of its budget.
+            reply.extra = self.policy.raw_headers(key)
         self._finish(name, reply, started, key)
         return reply
 
@@ -300,7 +252,7 @@ class GatewayApp:
         try:
             reply = await self.push(content_length, body)
         except Problem as problem:
-            reply = problem.reply()
+            reply = _problem_reply(problem)
         self._finish("push", reply, started, "")
         return reply
 
@@ -337,17 +289,17 @@ class GatewayApp:
         high = int_param(params, "max", 100, derive.INT64_MIN, derive.INT64_MAX)
         if low > high:
             raise _bad(f"'min' ({low}) must not be greater than 'max' ({high})")
-        self.limit(key, 8 * count)
+        self.limit(key, BYTES_PER_INTEGER * count)
         return Reply(_json(self.service.integers(count, low, high)), JSON)
 
     def floats(self, params: Params, key: str) -> Reply:
         count = int_param(params, "count", 10, 1, MAX_COUNT)
-        self.limit(key, 8 * count)
+        self.limit(key, BYTES_PER_FLOAT * count)
         return Reply(_json(self.service.floats(count)), JSON)
 
     def uuid(self, params: Params, key: str) -> Reply:
         count = int_param(params, "count", 1, 1, MAX_UUIDS)
-        self.limit(key, 16 * count)
+        self.limit(key, BYTES_PER_UUID * count)
         values = self.service.uuids(count)
         if count == 1:
             return Reply(values[0].encode("utf-8"), TEXT)
@@ -355,7 +307,7 @@ class GatewayApp:
 
     def monte_carlo(self, params: Params, key: str) -> Reply:
         iterations = int_param(params, "iterations", 100_000, 1, MAX_ITERATIONS)
-        self.limit(key, 16 * iterations)
+        self.limit(key, BYTES_PER_POINT * iterations)
         return Reply(_json(self.service.monte_carlo(iterations)), JSON)
 
     def randomness(self, params: Params, key: str) -> Reply:
@@ -369,7 +321,9 @@ class GatewayApp:
     # -- operations routes ----------------------------------------------------------------
 
     def status(self, params: Params, key: str) -> Reply:
-        return Reply(_json(self.service.status()), JSON)
+        document = self.service.status()
+        document["caller"] = {"key": self._fingerprints[key], "limits": self.policy.budget(key)}
+        return Reply(_json(document), JSON)
 
     def health(self, params: Params, key: str) -> Reply:
         code, body = self.service.health()
@@ -477,13 +431,13 @@ async def _read_limited(chunks: AsyncIterable[bytes], limit: int) -> bytes:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return Problem(exc.status_code, "Not found" if exc.status_code == 404 else "Method not allowed",
-                   f"{request.method} {request.url.path}: {exc.detail}",
-                   exc.headers).response()  # fmt: skip
+    title = "Not found" if exc.status_code == 404 else "Method not allowed"
+    detail = f"{request.method} {request.url.path}: {exc.detail}"
+    return _problem_reply(Problem(exc.status_code, title, detail, exc.headers)).response()
 
 
 def _crash_reply() -> Reply:
-    return Problem(500, "Internal error", "the gateway failed; see its log").reply()
+    return _problem_reply(Problem(500, "Internal error", "the gateway failed; see its log"))
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

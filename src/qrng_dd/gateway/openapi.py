@@ -38,7 +38,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     texts = {
         400: "A parameter is missing, malformed or out of range",
         401: "Missing or unknown API key",
-        429: "Rate limited; see Retry-After",
+        429: "Rate limited; see Retry-After and the RateLimit fields; nothing was charged",
         503: "Short of entropy; nothing was taken; see Retry-After",
     }
     return {str(code): _problem(texts[code]) for code in codes}
@@ -273,8 +273,9 @@ code{background:#f3f3f3;padding:0 .2rem}
 </style></head>
 <body><h1>qrng-dd gateway API</h1>
 <p>The machine-readable document is <a href="/openapi.json">/openapi.json</a>.
-Authenticated routes take <code>?api_key=KEY</code> or
-<code>Authorization: Bearer KEY</code>.</p>
+Authenticated routes take <code>Authorization: Bearer KEY</code> (preferred, and it wins)
+or <code>?api_key=KEY</code>; their answers carry <code>Cache-Control: no-store</code> and
+the <code>RateLimit-Policy</code> / <code>RateLimit</code> fields.</p>
 <div id="ops">Loading…</div>
 <script>
 fetch('/openapi.json').then(r => r.json()).then(doc => {

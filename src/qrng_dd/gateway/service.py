@@ -22,6 +22,7 @@ import structlog
 from qrng_dd import derive
 from qrng_dd.config import GatewaySettings
 from qrng_dd.errors import REJECT_REASONS, PacketError, PoolFullError, StateError
+from qrng_dd.gateway.policy import Policy
 from qrng_dd.gateway.state import StateDir, StateJournal
 from qrng_dd.metrics import GatewayMetrics
 from qrng_dd.packet import Packet, decode_telemetry
@@ -97,9 +98,10 @@ class EntropyService:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = metrics or GatewayMetrics()
-        # Per-key buckets live here, not in the HTTP layer, so the REST routes and the MCP
-        # mount draw on the same budget.
+        # Per-key buckets and the keys live here, not in the HTTP layer, so the REST routes,
+        # the MCP mount and any later way out share one policy and one budget.
         self.limiter = RateLimiter(settings.rate_limit, settings.burst, settings.byte_rate_limit)
+        self.policy = Policy(settings.api_keys, self.limiter)
         self.telemetry: dict[str, Telemetry] = {}
         self.metrics.watch(self.pool, self.started, self._telemetry_stats, self._link_metric)
         self.requests_served = 0
