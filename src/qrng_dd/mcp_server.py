@@ -683,9 +683,10 @@ async def send_problem(
     send: Send, problem: Problem, extra: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
     """``problem`` as a whole ASGI response, rendered as every other route renders it."""
-    headers = [*extra, *problem.raw_headers()]
+    body = problem.body()
+    headers = [*extra, *problem.raw_headers(body)]
     await send({"type": "http.response.start", "status": problem.status, "headers": headers})
-    await send({"type": "http.response.body", "body": problem.body()})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _security() -> TransportSecuritySettings:

@@ -55,26 +55,24 @@ class TokenBucket:
     def charge(self, name: str, cost: float) -> None:
         self._buckets[name].tokens -= cost
 
-    def state(self, label: str, name: str, now: float) -> str:
-        """``"label";r=remaining;t=seconds-until-full``: the RateLimit field item, built on
-        every authenticated answer, so without the :class:`Quota` detour."""
-        tokens = self._refill(name, now).tokens if name in self._buckets else self.burst
-        left = math.floor(tokens) if tokens > 0 else 0
-        full = math.ceil((self.burst - tokens) / self.rate) if tokens < self.burst else 0
-        return f'"{label}";r={left};t={full}'
-
-    def quota(self, label: str, name: str | None, now: float) -> Quota:
-        """The bucket of ``name`` as a quota (``None``: the policy alone, a full bucket)."""
+    def left(self, name: str | None, now: float) -> tuple[int, int]:
+        """(whole tokens left, seconds until full) for ``name`` (``None``: a full bucket)."""
         tokens = self.burst
         if name is not None and name in self._buckets:
             tokens = self._refill(name, now).tokens
-        return Quota(
-            label,
-            limit=int(self.burst),
-            window=max(1, math.ceil(self.burst / self.rate)),
-            remaining=max(0, math.floor(tokens)),
-            reset=max(0, math.ceil((self.burst - tokens) / self.rate)),
-        )
+        return max(0, math.floor(tokens)), max(0, math.ceil((self.burst - tokens) / self.rate))
+
+    def state(self, label: str, name: str, now: float) -> str:
+        """``"label";r=remaining;t=seconds-until-full``: the RateLimit field item, built on
+        every authenticated answer, so without the :class:`Quota` detour."""
+        remaining, reset = self.left(name, now)
+        return f'"{label}";r={remaining};t={reset}'
+
+    def quota(self, label: str, name: str | None, now: float) -> Quota:
+        """The bucket of ``name`` as a quota (``None``: the policy alone, a full bucket)."""
+        remaining, reset = self.left(name, now)
+        window = max(1, math.ceil(self.burst / self.rate))
+        return Quota(label, int(self.burst), window, remaining, reset)
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,7 +199,7 @@ class PacketVerifier:
             gap = 0
             if last is not None:
                 gap = self._count_gap(
-                    last, packet.seq - last.seq - 1, state, packet.ts_us, stream="telemetry"
+                    last, packet.seq - last.seq - 1, state, packet.ts_us, counts_restart=False
                 )
             state.telemetry = Stream(packet.seq, packet.ts_us)
             return Accepted(packet, gap)
@@ -216,7 +216,7 @@ class PacketVerifier:
 
     @staticmethod
     def _count_gap(
-        last: Stream, gap: int, state: SourceState, ts_us: int, *, stream: str = "data"
+        last: Stream, gap: int, state: SourceState, ts_us: int, *, counts_restart: bool = True
     ) -> int:
         """Count ``gap`` missing packets after ``last``, unless the jump means a restart.
 
@@ -224,7 +224,7 @@ class PacketVerifier:
         one restart is one restart.
         """
         if gap > max(0, ts_us - last.ts_us):
-            if stream == "data":
+            if counts_restart:
                 state.restarts += 1
             return 0
         state.gaps += gap

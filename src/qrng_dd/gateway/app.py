@@ -172,7 +172,6 @@ class GatewayApp:
         settings = service.settings
         self._fingerprints = {key: fingerprint(key) for key in settings.api_keys}
         self.policy = service.policy
-        self.limit = self.policy.admit
         self._access_log = settings.access_log
         self._max_bytes = settings.max_request_bytes
         self._counters: dict[tuple[str, int], Any] = {}
@@ -279,7 +278,7 @@ class GatewayApp:
         encoding = params.get("encoding", "hex")
         if encoding not in derive.ENCODINGS:
             raise _bad(f"'encoding' must be one of hex, base64, binary, got {encoding[:40]!r}")
-        self.limit(key, n)
+        self.policy.admit(key, n)
         body = derive.encode(self.service.take(n), encoding)
         return Reply(body, OCTET if encoding == "binary" else TEXT)
 
@@ -289,17 +288,17 @@ class GatewayApp:
         high = int_param(params, "max", 100, derive.INT64_MIN, derive.INT64_MAX)
         if low > high:
             raise _bad(f"'min' ({low}) must not be greater than 'max' ({high})")
-        self.limit(key, BYTES_PER_INTEGER * count)
+        self.policy.admit(key, BYTES_PER_INTEGER * count)
         return Reply(_json(self.service.integers(count, low, high)), JSON)
 
     def floats(self, params: Params, key: str) -> Reply:
         count = int_param(params, "count", 10, 1, MAX_COUNT)
-        self.limit(key, BYTES_PER_FLOAT * count)
+        self.policy.admit(key, BYTES_PER_FLOAT * count)
         return Reply(_json(self.service.floats(count)), JSON)
 
     def uuid(self, params: Params, key: str) -> Reply:
         count = int_param(params, "count", 1, 1, MAX_UUIDS)
-        self.limit(key, BYTES_PER_UUID * count)
+        self.policy.admit(key, BYTES_PER_UUID * count)
         values = self.service.uuids(count)
         if count == 1:
             return Reply(values[0].encode("utf-8"), TEXT)
@@ -307,7 +306,7 @@ class GatewayApp:
 
     def monte_carlo(self, params: Params, key: str) -> Reply:
         iterations = int_param(params, "iterations", 100_000, 1, MAX_ITERATIONS)
-        self.limit(key, BYTES_PER_POINT * iterations)
+        self.policy.admit(key, BYTES_PER_POINT * iterations)
         return Reply(_json(self.service.monte_carlo(iterations)), JSON)
 
     def randomness(self, params: Params, key: str) -> Reply:
@@ -315,7 +314,7 @@ class GatewayApp:
 
         cap = self.service.pool.capacity
         n = int_param(params, "bytes", min(DEFAULT_SELFTEST_BYTES, cap), MIN_SELFTEST_BYTES, cap)
-        self.limit(key, n)
+        self.policy.admit(key, n)
         return Reply(_json(randomness_report(self.service.take(n))), JSON)
 
     # -- operations routes ----------------------------------------------------------------

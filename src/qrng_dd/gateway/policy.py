@@ -66,9 +66,9 @@ class Problem(Exception):  # noqa: N818 - it is an HTTP problem document, not an
         }
         return json.dumps(document).encode("utf-8")
 
-    def raw_headers(self) -> list[tuple[bytes, bytes]]:
-        """The ASGI header list of this problem, content type and length included."""
-        body_length = str(len(self.body())).encode("ascii")
+    def raw_headers(self, body: bytes) -> list[tuple[bytes, bytes]]:
+        """The ASGI header list of this problem sent as ``body``, type and length included."""
+        body_length = str(len(body)).encode("ascii")
         raw = [(b"content-type", PROBLEM.encode("ascii")), (b"content-length", body_length)]
         raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         return raw
