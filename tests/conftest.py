@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from qrng_dd.packet import Packet, PacketKey
+from qrng_dd.wire.packet import Packet, PacketKey
 
 KEY_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 

@@ -27,7 +27,7 @@ from typing import IO, Any
 import httpx
 import psutil
 
-from qrng_dd.packet import Packet, PacketKey, encode
+from qrng_dd.wire.packet import Packet, PacketKey, encode
 
 STARTUP_DEADLINE_S = 20.0
 STOP_DEADLINE_S = 10.0

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from qrng_dd.batchtests import (
+from qrng_dd.collector.batchtests import (
     MIN_BATCH_BYTES,
     BatchTest,
     BatchTester,

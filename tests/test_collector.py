@@ -12,12 +12,12 @@ import httpx
 import numpy as np
 import pytest
 
-from qrng_dd import packet as wire
+from qrng_dd.collector.health import SourceState
+from qrng_dd.collector.mixing import mix
 from qrng_dd.collector.service import Collector, backoff_delay
 from qrng_dd.collector.sources import FileSource, QuantisSource, SourceError
 from qrng_dd.config import CollectorSettings, load
-from qrng_dd.health import SourceState
-from qrng_dd.mixing import mix
+from qrng_dd.wire import packet as wire
 
 HMAC = "cd" * 32
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qrng_dd import derive
-from qrng_dd.derive import INT64_MAX, INT64_MIN
+from qrng_dd.gateway import derive
+from qrng_dd.gateway.derive import INT64_MAX, INT64_MIN
 
 
 def test_hex_is_lowercase_and_base64_is_padded() -> None:

@@ -21,7 +21,7 @@ from qrng_dd.config import GatewaySettings, load
 from qrng_dd.gateway.app import FastFront
 from qrng_dd.gateway.server import build_app
 from qrng_dd.gateway.service import EntropyService
-from qrng_dd.packet import MAX_PACKET_BYTES, PacketKey
+from qrng_dd.wire.packet import MAX_PACKET_BYTES, PacketKey
 
 from .conftest import KEY_HEX
 from .gateway_support import make_raw
@@ -276,7 +276,7 @@ _BOUNDS = [
 
 @pytest.mark.parametrize(("low", "high"), _BOUNDS)
 def test_small_integers_match_the_numpy_path_byte_for_byte(low: int, high: int) -> None:
-    from qrng_dd import derive
+    from qrng_dd.gateway import derive
 
     for count in (1, 2, 10, derive.SMALL_INTEGERS):
         for _ in range(20):
@@ -291,7 +291,7 @@ def test_small_integers_match_the_numpy_path_byte_for_byte(low: int, high: int) 
 def test_small_floats_match_the_numpy_path() -> None:
     import numpy as np
 
-    from qrng_dd import derive
+    from qrng_dd.gateway import derive
 
     for count in (1, 10, derive.SMALL_FLOATS):
         data = os.urandom(8 * count)
@@ -304,7 +304,7 @@ def test_small_floats_match_the_numpy_path() -> None:
 
 @pytest.mark.parametrize("sources", [2, 3, 5])
 def test_xor_mix_is_the_bytewise_xor_of_the_shortest_length(sources: int) -> None:
-    from qrng_dd.mixing import mix
+    from qrng_dd.collector.mixing import mix
 
     batches = [os.urandom(1000 + 7 * i) for i in range(sources)]
     expected = bytearray(batches[0][:1000])

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from qrng_dd.config import GatewaySettings, load
 from qrng_dd.gateway.server import GatewayServer, bind, build_app
 from qrng_dd.gateway.service import EntropyService
-from qrng_dd.packet import MAX_PACKET_BYTES, PacketKey, encode_telemetry
+from qrng_dd.wire.packet import MAX_PACKET_BYTES, PacketKey, encode_telemetry
 
 from .conftest import KEY_HEX
 from .gateway_support import make_raw

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from qrng_dd.health import (
+from qrng_dd.collector.health import (
     APT_WINDOW,
     STARTUP_SAMPLES,
     HealthMonitor,

@@ -1,7 +1,7 @@
 """The MCP server through the SDK's own client: in process, over stdio, over streamable HTTP.
 
 Most tests drive :func:`create_server` in process. The end-to-end ones run a real gateway on
-loopback and a real ``python -m qrng_dd.mcp_server`` subprocess (stdio and HTTP), and use the
+loopback and a real ``python -m qrng_dd.mcp.server`` subprocess (stdio and HTTP), and use the
 gateway's own ``/mcp`` mount.
 """
 
@@ -27,7 +27,7 @@ from mcp_types import CallToolResult, TextContent
 
 from qrng_dd.config import GatewaySettings, load
 from qrng_dd.gateway.service import EntropyService
-from qrng_dd.mcp_server import (
+from qrng_dd.mcp.server import (
     BackendError,
     HttpBackend,
     ServiceBackend,
@@ -35,7 +35,7 @@ from qrng_dd.mcp_server import (
     origin_allowed,
     quarantined_sources,
 )
-from qrng_dd.packet import PacketKey, encode_telemetry
+from qrng_dd.wire.packet import PacketKey, encode_telemetry
 from tests.gateway_support import (
     RunningGateway,
     clean_environ,
@@ -404,12 +404,12 @@ def _mcp_env(gateway_url: str, api_key: str = API_KEY, **extra: str) -> dict[str
 
 @contextlib.contextmanager
 def _mcp_http_process(env: dict[str, str]) -> Iterator[str]:
-    """``python -m qrng_dd.mcp_server --transport http`` on a free port; yields its URL."""
+    """``python -m qrng_dd.mcp.server --transport http`` on a free port; yields its URL."""
     port = free_port()
     command = [
         sys.executable,
         "-m",
-        "qrng_dd.mcp_server",
+        "qrng_dd.mcp.server",
         "--transport",
         "http",
         "--port",
@@ -454,9 +454,9 @@ async def _http_client(url: str, headers: dict[str, str]) -> AsyncIterator[Clien
 async def test_stdio_subprocess_serves_every_tool_from_a_real_gateway(
     gateway: RunningGateway,
 ) -> None:
-    """``python -m qrng_dd.mcp_server`` over stdio answers every tool from a real gateway."""
+    """``python -m qrng_dd.mcp.server`` over stdio answers every tool from a real gateway."""
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "qrng_dd.mcp_server"], env=_mcp_env(gateway.url)
+        command=sys.executable, args=["-m", "qrng_dd.mcp.server"], env=_mcp_env(gateway.url)
     )
     with tempfile.TemporaryFile("w+") as errlog:
         async with Client(stdio_client(params, errlog=errlog)) as client:
@@ -524,7 +524,7 @@ async def test_a_bad_api_key_is_a_tool_error(gateway: RunningGateway) -> None:
     """A key the gateway does not know gives a tool error naming the API key setting."""
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "qrng_dd.mcp_server"],
+        args=["-m", "qrng_dd.mcp.server"],
         env=_mcp_env(gateway.url, api_key="wrong-key-" + "w" * 10),
     )
     with tempfile.TemporaryFile("w+") as errlog:
@@ -588,7 +588,7 @@ async def test_the_gateway_mount_charges_the_gateways_rate_limit() -> None:
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route as StarletteRoute
 
-    from qrng_dd.mcp_server import _Guard
+    from qrng_dd.mcp.server import _Guard
 
     async def inner(scope: Any, receive: Any, send: Any) -> None:
         await PlainTextResponse("ok")(scope, receive, send)

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qrng_dd import packet as wire
 from qrng_dd.errors import PacketError
-from qrng_dd.packet import Packet, PacketKey
+from qrng_dd.wire import packet as wire
+from qrng_dd.wire.packet import Packet, PacketKey
 
 from .conftest import make_packet
 

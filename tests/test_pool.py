@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qrng_dd.errors import EntropyExhaustedError
-from qrng_dd.pool import EntropyPool
+from qrng_dd.gateway.pool import EntropyPool
 
 
 def test_take_returns_bytes_in_arrival_order() -> None:

@@ -7,7 +7,17 @@ import sys
 
 import pytest
 
-PURE = ["packet", "verifier", "pool", "derive", "config", "health", "randomness", "mixing"]
+PURE = [
+    "wire.packet",
+    "gateway.verifier",
+    "gateway.pool",
+    "gateway.derive",
+    "gateway.randomness",
+    "config",
+    "collector.health",
+    "collector.batchtests",
+    "collector.mixing",
+]
 FORBIDDEN = ["asyncio", "anyio", "httpx", "starlette", "uvicorn", "socket", "mcp"]
 # pydantic-settings itself imports asyncio and socket; config still does no I/O of its own.
 ALLOWED = {"config": {"asyncio", "socket"}}

@@ -11,11 +11,11 @@ import httpx
 import numpy as np
 import pytest
 
-from qrng_dd.batchtests import BatchTest
+from qrng_dd.collector.batchtests import BatchTest
+from qrng_dd.collector.health import HealthTest
 from qrng_dd.config import GatewaySettings, load
 from qrng_dd.gateway.server import build_app
 from qrng_dd.gateway.service import EntropyService
-from qrng_dd.health import HealthTest
 
 from .diode_support import cli, eventually, set_faults, start_appliance, start_collector
 from .gateway_support import clean_environ, start_gateway

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from qrng_dd import randomness
-from qrng_dd.randomness import (
+from qrng_dd.gateway import randomness
+from qrng_dd.gateway.randomness import (
     FIPS_BLOCK_BYTES,
     MIN_BYTES,
     fips_failures_allowed,

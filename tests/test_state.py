@@ -18,8 +18,8 @@ from qrng_dd.config import GatewaySettings, load
 from qrng_dd.errors import ConfigError, PacketError, PoolFullError, StateError
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.gateway.state import STATE_FILE, StateDir, StateJournal
-from qrng_dd.packet import PacketKey, encode_telemetry
-from qrng_dd.verifier import SourceMark
+from qrng_dd.gateway.verifier import SourceMark
+from qrng_dd.wire.packet import PacketKey, encode_telemetry
 
 from .conftest import KEY_HEX
 from .gateway_support import make_raw

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from qrng_dd import packet as wire
 from qrng_dd.errors import REJECT_REASONS
 from qrng_dd.gateway.udp import RECEIVE_BUFFER_BYTES
+from qrng_dd.wire import packet as wire
 
 from .diode_support import Running, cli, eventually, start_appliance, start_collector
 from .gateway_support import (

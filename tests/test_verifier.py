@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from qrng_dd import packet as wire
 from qrng_dd.errors import PacketError
-from qrng_dd.packet import PacketKey
-from qrng_dd.verifier import PacketVerifier, SourceMark
+from qrng_dd.gateway.verifier import PacketVerifier, SourceMark
+from qrng_dd.wire import packet as wire
+from qrng_dd.wire.packet import PacketKey
 
 from .conftest import make_packet
 

@@ -743,7 +743,7 @@ async def _open_loop(
 def _make_packets(
     key_hex: str, source: str, count: int, size: int, *, encrypted: bool = True, seq0: int = 1
 ) -> list[bytes]:
-    from qrng_dd.packet import FLAG_ENCRYPTED, Packet, PacketKey, encode
+    from qrng_dd.wire.packet import FLAG_ENCRYPTED, Packet, PacketKey, encode
 
     key = PacketKey.from_hex(key_hex)
     flags = FLAG_ENCRYPTED if encrypted else 0
@@ -769,7 +769,7 @@ def _fill_worker(port: int, key_hex: str, nbytes: int) -> dict[str, Any]:
     """Push ``nbytes`` of unencrypted 1 MiB packets (prefill; not a measurement)."""
 
     async def main() -> dict[str, Any]:
-        from qrng_dd.packet import MAX_DATA_BYTES
+        from qrng_dd.wire.packet import MAX_DATA_BYTES
 
         count = -(-nbytes // MAX_DATA_BYTES)
         statuses: Counter[int] = Counter()
@@ -1089,9 +1089,9 @@ def case_udp(b: Bench) -> None:
 def case_cpu(b: Bench) -> None:
     """In-process: the collector's per-byte cost of health tests and mixing, and the batch
     tests' false alarms over 1 GiB of healthy bytes (64 MiB with --quick)."""
-    from qrng_dd.batchtests import BatchTester
-    from qrng_dd.health import HealthMonitor
-    from qrng_dd.mixing import mix
+    from qrng_dd.collector.batchtests import BatchTester
+    from qrng_dd.collector.health import HealthMonitor
+    from qrng_dd.collector.mixing import mix
 
     seconds = b.plan.cpu_seconds
     batches = [os.urandom(MIB) for _ in range(4)]

@@ -23,7 +23,7 @@ EXIT_CONFIG = 2
 COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("qrng_dd.gateway.server", "run the external gateway (push ingest, REST API)"),
     "collector": ("qrng_dd.collector.service", "run the internal collector (fetch, mix, push)"),
-    "mcp": ("qrng_dd.mcp_server", "serve the MCP tools (stdio or streamable HTTP)"),
+    "mcp": ("qrng_dd.mcp.server", "serve the MCP tools (stdio or streamable HTTP)"),
     "appliance": ("qrng_dd.appliance", "run the Quantis-compatible simulator (not quantum)"),
     "demo": ("qrng_dd.demo", "simulator, collector and gateway in one process"),
     "test-source": ("qrng_dd.testsource", "health tests and a randomness report of a source"),

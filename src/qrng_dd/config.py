@@ -31,10 +31,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from qrng_dd.batchtests import MIN_BATCH_BYTES
+from qrng_dd.collector.batchtests import MIN_BATCH_BYTES
 from qrng_dd.errors import ConfigError
-from qrng_dd.packet import MAX_DATA_BYTES, MIN_KEY_BYTES, PacketKey, valid_id
-from qrng_dd.pool import OverflowPolicy
+from qrng_dd.gateway.pool import OverflowPolicy
+from qrng_dd.wire.packet import MAX_DATA_BYTES, MIN_KEY_BYTES, PacketKey, valid_id
 
 Role = Literal["gateway", "collector", "mcp"]
 S = TypeVar("S", bound="_Base")
@@ -354,7 +354,7 @@ class CollectorSettings(_Keyed):
     claimed_entropy_bits: float = Field(7.0, gt=0, le=8)
     #: -log2 of the health tests' false-alarm rate per sample. SP 800-90B allows 2^-20 to
     #: 2^-40; at 2^-20 perfect bytes trip the repetition test about every 16 MiB, so the
-    #: default is 40 (see qrng_dd.health).
+    #: default is 40 (see qrng_dd.collector.health).
     health_alpha_log2: int = Field(40, ge=20, le=40)
     udp_payload_bytes: int = Field(1200, ge=64, le=65_000)
     udp_max_bitrate: int = Field(800_000_000, ge=1000, le=100_000_000_000)

@@ -71,7 +71,7 @@ def _collector_settings(hmac_key: str, appliance_url: str, port: int) -> Collect
 
 def _mcp_available() -> bool:
     try:
-        import qrng_dd.mcp_server  # noqa: F401
+        import qrng_dd.mcp.server  # noqa: F401
     except ImportError:
         return False
     return True

@@ -2,7 +2,7 @@
 
 Fetches bytes through the same source classes the collector uses (so TLS, CA file and answer
 checks are the production ones), runs them through the SP 800-90B health monitor and then the
-statistical report of :mod:`qrng_dd.randomness`, and prints both. Exit status 0 when the
+statistical report of :mod:`qrng_dd.gateway.randomness`, and prints both. Exit status 0 when the
 source passes, 1 when it fails, 2 when it cannot be read or the arguments are wrong.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 import anyio
 import httpx
 
+from qrng_dd.collector.health import HealthMonitor
 from qrng_dd.collector.sources import SourceError, open_source
-from qrng_dd.health import HealthMonitor
-from qrng_dd.randomness import MIN_BYTES, randomness_report
+from qrng_dd.gateway.randomness import MIN_BYTES, randomness_report
 
 CHUNK = 65_536
 MAX_BYTES = 100_000_000

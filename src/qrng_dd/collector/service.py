@@ -5,13 +5,13 @@ Theory of operation (DESIGN §6):
 - **Fetch.** Every ``QRNG_FETCH_INTERVAL_MS`` all eligible sources are fetched in parallel,
   each under its own timeout. A failing source backs off exponentially with jitter; the
   others go on.
-- **Test, then hold.** Every batch goes through its source's SP 800-90B health monitor and
-  the batch tests (bias, nibble and byte distribution, runs, repeats: :mod:`qrng_dd.batchtests`)
-  before anything else. A passing batch is held back until the source's *next* batch passes
-  too, so a fault that starts inside a batch, too small a part of it to be seen there, still
-  costs that batch. A failure discards the batch and the one held, and quarantines the source
-  (P5): no byte of a source caught faulty reaches the output. The price is one batch of
-  latency per source, and the last batch before a stop is never used.
+- **Test, then hold.** Every batch goes through its source's SP 800-90B health monitor and the
+  batch tests (bias, nibble and byte distribution, runs, repeats:
+  :mod:`qrng_dd.collector.batchtests`) before anything else. A passing batch is held back until
+  the source's *next* batch passes too, so a fault that starts inside a batch, too small a part
+  of it to be seen there, still costs that batch. A failure discards the batch and the one held,
+  and quarantines the source (P5): no byte of a source caught faulty reaches the output. The
+  price is one batch of latency per source, and the last batch before a stop is never used.
 - **Mix.** The healthy batches are mixed (``xor`` or ``hkdf``) only if at least
   ``QRNG_MIN_SOURCES`` of them are healthy; otherwise nothing is output and the telemetry says
   why. The count of contributing sources travels in every telemetry packet.
@@ -51,12 +51,12 @@ import httpx
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
 
-from qrng_dd import packet as wire
-from qrng_dd.batchtests import BatchTester
+from qrng_dd.collector.batchtests import BatchTester
+from qrng_dd.collector.health import HealthMonitor, SourceState
+from qrng_dd.collector.mixing import mix
 from qrng_dd.collector.sources import Source, SourceError, open_source
 from qrng_dd.config import CollectorSettings, PushTarget
-from qrng_dd.health import HealthMonitor, SourceState
-from qrng_dd.mixing import mix
+from qrng_dd.wire import packet as wire
 
 log = structlog.get_logger("qrng_dd.collector")
 

@@ -29,8 +29,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from qrng_dd import derive
 from qrng_dd.errors import EntropyExhaustedError, PacketError, PoolFullError, StateError
+from qrng_dd.gateway import derive
 from qrng_dd.gateway.openapi import DOCS_HTML, openapi_document
 from qrng_dd.gateway.policy import (
     BYTES_PER_FLOAT,
@@ -42,7 +42,7 @@ from qrng_dd.gateway.policy import (
 )
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.logs import fingerprint
-from qrng_dd.packet import MAX_PACKET_BYTES
+from qrng_dd.wire.packet import MAX_PACKET_BYTES
 
 log = structlog.get_logger("qrng_dd.gateway.http")
 
@@ -310,7 +310,7 @@ class GatewayApp:
         return Reply(_json(self.service.monte_carlo(iterations)), JSON)
 
     def randomness(self, params: Params, key: str) -> Reply:
-        from qrng_dd.randomness import randomness_report
+        from qrng_dd.gateway.randomness import randomness_report
 
         cap = self.service.pool.capacity
         n = int_param(params, "bytes", min(DEFAULT_SELFTEST_BYTES, cap), MIN_SELFTEST_BYTES, cap)

@@ -37,7 +37,7 @@ def build_app(service: EntropyService) -> FastFront:
     extra: list[Any] = []
     mcp_lifespan = None
     if settings.mcp_enabled:
-        from qrng_dd.mcp_server import mount_in_gateway
+        from qrng_dd.mcp.server import mount_in_gateway
 
         route, mcp_lifespan = mount_in_gateway(service)
         extra.append(route)

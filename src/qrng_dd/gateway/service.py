@@ -5,7 +5,7 @@ every way in is verified the same way (P2) and every way out draws from the same
 the same accounting (P3).
 
 Everything here is synchronous and runs on the gateway's single event loop: a call runs to
-completion without interleaving, which is what makes a :class:`~qrng_dd.pool.Draw` atomic.
+completion without interleaving, which is what makes a :class:`~qrng_dd.gateway.pool.Draw` atomic.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from typing import Any
 
 import structlog
 
-from qrng_dd import derive
 from qrng_dd.config import GatewaySettings
 from qrng_dd.errors import REJECT_REASONS, PacketError, PoolFullError, StateError
+from qrng_dd.gateway import derive
+from qrng_dd.gateway.metrics import GatewayMetrics
 from qrng_dd.gateway.policy import Policy
+from qrng_dd.gateway.pool import EntropyPool
 from qrng_dd.gateway.state import StateDir, StateJournal
-from qrng_dd.metrics import GatewayMetrics
-from qrng_dd.packet import Packet, decode_telemetry
-from qrng_dd.pool import EntropyPool
+from qrng_dd.gateway.verifier import PacketVerifier
 from qrng_dd.ratelimit import RateLimiter
-from qrng_dd.verifier import PacketVerifier
+from qrng_dd.wire.packet import Packet, decode_telemetry
 
 log = structlog.get_logger("qrng_dd.gateway")
 

@@ -30,7 +30,7 @@ import anyio
 import anyio.to_thread
 
 from qrng_dd.errors import ConfigError
-from qrng_dd.verifier import SourceMark
+from qrng_dd.gateway.verifier import SourceMark
 
 STATE_FILE: Final = "gateway-state.json"
 LOCK_FILE: Final = "gateway-state.lock"

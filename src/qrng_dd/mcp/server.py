@@ -820,7 +820,7 @@ async def _serve_http(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m qrng_dd.mcp_server``: the same as ``qrng-dd mcp``."""
+    """``python -m qrng_dd.mcp.server``: the same as ``qrng-dd mcp``."""
     from qrng_dd.errors import ConfigError
 
     parser = argparse.ArgumentParser(prog="qrng-dd mcp", description="serve the MCP tools")

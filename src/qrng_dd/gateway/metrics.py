@@ -22,7 +22,7 @@ from qrng_dd.errors import REJECT_REASONS
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 if TYPE_CHECKING:
-    from qrng_dd.pool import EntropyPool
+    from qrng_dd.gateway.pool import EntropyPool
 
 #: Health states as gauge values: alert on ``== 0``; ``startup`` sits between.
 HEALTH_VALUES = {"healthy": 1.0, "startup": 0.5, "quarantined": 0.0}

@@ -44,8 +44,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from qrng_dd import packet as wire
 from qrng_dd.errors import PacketError
+from qrng_dd.wire import packet as wire
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The SP 800-90B continuous tests in :mod:`qrng_dd.health` catch a source that gets stuck or
+The SP 800-90B continuous tests in :mod:`qrng_dd.collector.health` catch a source that gets stuck or
 collapses onto one value, but they are built to be tolerant: a source whose bits are 1 with
 P = 0.65 (about 5 bits of min-entropy per byte against the claimed 7) passes them for tens of
 kilobytes. The tests here look at each fetched batch as a whole and ask whether it could have

@@ -8,7 +8,7 @@ HMAC-SHA256(key, ``b"qrng-dd/1" + body``). Because the tag covers the body's exa
 receiver checks it *before* parsing the body: an unauthenticated peer can make us parse three
 outer items and nothing more (:func:`open_frame`, then :meth:`PacketKey.verify_tag`, then
 :func:`parse_body`). The stateful checks (destination, freshness, sequence) live in
-:mod:`qrng_dd.verifier`, which calls these steps in the contract's order.
+:mod:`qrng_dd.gateway.verifier`, which calls these steps in the contract's order.
 
 With the ``ENCRYPTED`` flag, ``data`` is ChaCha20-Poly1305 ciphertext under a key derived by
 HKDF from the HMAC key, with ``id[:12]`` as nonce. ``id`` is a random UUIDv4 per packet, so

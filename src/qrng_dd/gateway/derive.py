@@ -1,6 +1,6 @@
 """Turning pool bytes into integers, floats, UUIDs and text. Pure: numpy, no I/O.
 
-Every function takes ``read(n) -> bytes`` (a :class:`qrng_dd.pool.Draw`'s ``read`` in the
+Every function takes ``read(n) -> bytes`` (a :class:`qrng_dd.gateway.pool.Draw`'s ``read`` in the
 gateway) so the caller decides what happens to bytes that were read but a request then failed.
 
 - Integers are uniform on any inclusive signed 64-bit range by rejection sampling: a 64-bit

@@ -1,0 +1,1 @@
+"""The MCP server: entropy as tools for language models (DESIGN §7)."""

@@ -1,0 +1,1 @@
+"""The wire format both sides share (DESIGN §3): packets and telemetry."""
