@@ -21,8 +21,7 @@ import yaml
 
 from qrng_dd.config import CollectorSettings, GatewaySettings, McpSettings, variable_names
 from qrng_dd.wire.packet import encode_telemetry
-
-from .gateway_support import make_raw, next_seq, push_packets, start_gateway
+from tests.support.gateway import make_raw, next_seq, push_packets, start_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

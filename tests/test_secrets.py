@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qrng_dd.logs import fingerprint
-
-from .gateway_support import make_raw, push_packets, start_gateway
+from tests.support.gateway import make_raw, push_packets, start_gateway
 
 pytestmark = pytest.mark.e2e
 

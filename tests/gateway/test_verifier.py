@@ -8,8 +8,7 @@ from qrng_dd.errors import PacketError
 from qrng_dd.gateway.verifier import PacketVerifier, SourceMark
 from qrng_dd.wire import packet as wire
 from qrng_dd.wire.packet import PacketKey
-
-from .conftest import make_packet
+from tests.conftest import make_packet
 
 START = 1_764_201_600.0
 START_US = int(START * 1_000_000)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from .diode_support import (
+from tests.support.diode import (
     Running,
     cli,
     eventually,
@@ -21,7 +21,7 @@ from .diode_support import (
     start_appliance,
     start_collector,
 )
-from .gateway_support import RunningGateway, clean_environ, free_port, start_gateway
+from tests.support.gateway import RunningGateway, clean_environ, free_port, start_gateway
 
 pytestmark = pytest.mark.e2e
 

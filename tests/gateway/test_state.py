@@ -20,9 +20,8 @@ from qrng_dd.gateway.service import EntropyService
 from qrng_dd.gateway.state import STATE_FILE, StateDir, StateJournal
 from qrng_dd.gateway.verifier import SourceMark
 from qrng_dd.wire.packet import PacketKey, encode_telemetry
-
-from .conftest import KEY_HEX
-from .gateway_support import make_raw
+from tests.conftest import KEY_HEX
+from tests.support.gateway import make_raw
 
 API_KEY = "state-test-key-0123456789"
 
@@ -128,7 +127,7 @@ def test_the_cli_prints_one_line_for_a_bad_state_dir(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from .gateway_support import clean_environ
+    from tests.support.gateway import clean_environ
 
     (tmp_path / "file").write_text("x")
     env = clean_environ(

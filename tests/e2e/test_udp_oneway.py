@@ -31,9 +31,8 @@ import pytest
 from qrng_dd.errors import REJECT_REASONS
 from qrng_dd.gateway.udp import RECEIVE_BUFFER_BYTES
 from qrng_dd.wire import packet as wire
-
-from .diode_support import Running, cli, eventually, start_appliance, start_collector
-from .gateway_support import (
+from tests.support.diode import Running, cli, eventually, start_appliance, start_collector
+from tests.support.gateway import (
     RunningGateway,
     clean_environ,
     free_udp_port,
@@ -41,8 +40,8 @@ from .gateway_support import (
     start_gateway,
     stop,
 )
-from .netns_support import NamespacesUnavailableError, OneWayLink, check_namespaces_possible
-from .netns_support import one_way_link as _one_way_link
+from tests.support.netns import NamespacesUnavailableError, OneWayLink, check_namespaces_possible
+from tests.support.netns import one_way_link as _one_way_link
 
 pytestmark = [pytest.mark.e2e]
 

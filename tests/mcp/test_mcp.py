@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
+from mcp import Client, StdioServerParameters, stdio_client
 from qrng_dd.config import GatewaySettings, load
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.mcp.server import (
@@ -36,7 +36,7 @@ from qrng_dd.mcp.server import (
     quarantined_sources,
 )
 from qrng_dd.wire.packet import PacketKey, encode_telemetry
-from tests.gateway_support import (
+from tests.support.gateway import (
     RunningGateway,
     clean_environ,
     free_port,

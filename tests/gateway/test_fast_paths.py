@@ -22,9 +22,8 @@ from qrng_dd.gateway.app import FastFront
 from qrng_dd.gateway.server import build_app
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.wire.packet import MAX_PACKET_BYTES, PacketKey
-
-from .conftest import KEY_HEX
-from .gateway_support import make_raw
+from tests.conftest import KEY_HEX
+from tests.support.gateway import make_raw
 
 API_KEY = "test-api-key-0123456789"
 OTHER_KEY = "other-api-key-9876543210"

@@ -16,9 +16,8 @@ from qrng_dd.collector.health import HealthTest
 from qrng_dd.config import GatewaySettings, load
 from qrng_dd.gateway.server import build_app
 from qrng_dd.gateway.service import EntropyService
-
-from .diode_support import cli, eventually, set_faults, start_appliance, start_collector
-from .gateway_support import clean_environ, start_gateway
+from tests.support.diode import cli, eventually, set_faults, start_appliance, start_collector
+from tests.support.gateway import clean_environ, start_gateway
 
 API_KEY = "quality-test-key-0001"
 

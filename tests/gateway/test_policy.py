@@ -11,8 +11,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from qrng_dd.gateway.policy import Policy, Problem
 from qrng_dd.ratelimit import RateLimiter
-
-from .gateway_support import push_packets, start_gateway
+from tests.support.gateway import push_packets, start_gateway
 
 KEY_A = "key-a-0123456789abcdef"
 KEY_B = "key-b-0123456789abcdef"

@@ -23,9 +23,8 @@ import psutil
 import pytest
 
 from qrng_dd.gateway.state import STATE_FILE
-
-from .diode_support import eventually, start_appliance, start_collector
-from .gateway_support import RunningGateway, make_raw, start_gateway
+from tests.support.diode import eventually, start_appliance, start_collector
+from tests.support.gateway import RunningGateway, make_raw, start_gateway
 
 pytestmark = pytest.mark.e2e
 

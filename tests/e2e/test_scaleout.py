@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .diode_support import Running, eventually, run_process, start_appliance, start_collector
-from .gateway_support import RunningGateway, clean_environ, free_port, start_gateway
+from tests.support.diode import Running, eventually, run_process, start_appliance, start_collector
+from tests.support.gateway import RunningGateway, clean_environ, free_port, start_gateway
 
 pytestmark = pytest.mark.e2e
 

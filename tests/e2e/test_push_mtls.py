@@ -25,9 +25,8 @@ from structlog.testing import capture_logs
 
 from qrng_dd.collector.service import _push_client
 from qrng_dd.config import CollectorSettings, load
-
-from .diode_support import Running, cli, eventually, start_appliance, start_collector
-from .gateway_support import RunningGateway, clean_environ, start_gateway
+from tests.support.diode import Running, cli, eventually, start_appliance, start_collector
+from tests.support.gateway import RunningGateway, clean_environ, start_gateway
 
 pytestmark = pytest.mark.e2e
 

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .diode_support import Running, run_process
+from tests.support.diode import Running, run_process
 
 #: The nftables program for the collector's namespace: the kernel half of the data diode.
 #: ``synack`` counts the TCP handshake replies among the dropped frames (the HTTP case).

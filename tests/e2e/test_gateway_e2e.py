@@ -19,8 +19,7 @@ import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from qrng_dd.wire.packet import encode_telemetry
-
-from .gateway_support import (
+from tests.support.gateway import (
     RunningGateway,
     clean_environ,
     free_port,

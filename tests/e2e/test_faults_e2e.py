@@ -26,8 +26,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .diode_support import Running, eventually, set_faults, start_appliance, start_collector
-from .gateway_support import RunningGateway, start_gateway
+from tests.support.diode import Running, eventually, set_faults, start_appliance, start_collector
+from tests.support.gateway import RunningGateway, start_gateway
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from qrng_dd.errors import PacketError
 from qrng_dd.wire import packet as wire
 from qrng_dd.wire.packet import Packet, PacketKey
-
-from .conftest import make_packet
+from tests.conftest import make_packet
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "packet-v1.json").read_text())
 CASES: list[dict[str, Any]] = VECTORS["cases"]

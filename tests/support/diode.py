@@ -19,7 +19,7 @@ from typing import IO, Any, TypeVar
 
 import httpx
 
-from .gateway_support import clean_environ, free_port, stop
+from tests.support.gateway import clean_environ, free_port, stop
 
 T = TypeVar("T")
 POLL_S = 0.05
