@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +26,7 @@ from qrng_dd.gateway.app import FastFront, create_app
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.gateway.state import StateDir
 from qrng_dd.gateway.udp import open_socket, start_udp
+from qrng_dd.net import bind
 
 log = structlog.get_logger("qrng_dd.gateway")
 
@@ -97,19 +97,6 @@ def uvicorn_config(app: FastFront, settings: GatewaySettings) -> uvicorn.Config:
         timeout_graceful_shutdown=5,
         **options,
     )
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket; binding first lets callers learn an ephemeral port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only when it does, and
-    # without it every response (headers, then body) stalls ~40 ms on Nagle + delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 class _QuietServer(uvicorn.Server):
