@@ -7,6 +7,7 @@ import math
 import os
 import uuid
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -100,3 +101,56 @@ def test_base64_roundtrip() -> None:
     """base64 decodes back to the bytes."""
     data = os.urandom(33)
     assert base64.b64decode(derive.encode(data, "base64")) == data
+
+
+# -- the small-count paths against numpy --------------------------------------------------
+
+
+class _Stream:
+    """A reader over fixed bytes that records how much was read."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def read(self, n: int) -> bytes:
+        chunk = self.data[self.pos : self.pos + n]
+        assert len(chunk) == n
+        self.pos += n
+        return chunk
+
+
+_BOUNDS = [
+    (0, 100),
+    (5, 5),
+    (-3, 3),
+    (INT64_MIN, INT64_MIN + 3 * 2**62 - 1),  # a quarter of all draws rejected
+    (INT64_MIN, INT64_MAX),
+    (INT64_MIN, INT64_MIN + 2**63 + 2**62),
+    (INT64_MAX - 1, INT64_MAX),
+    (0, 2**32 - 1),
+    (-(2**40), 2**41 + 12345),
+]
+
+
+@pytest.mark.parametrize(("low", "high"), _BOUNDS)
+def test_small_integers_match_the_numpy_path_byte_for_byte(low: int, high: int) -> None:
+    for count in (1, 2, 10, derive.SMALL_INTEGERS):
+        for _ in range(20):
+            data = os.urandom(8 * count * 8)
+            small, big = _Stream(data), _Stream(data)
+            expected = derive._integers_numpy(big.read, count, low, high)
+            assert derive.integers(small.read, count, low, high) == expected
+            assert small.pos == big.pos
+            assert all(low <= v <= high for v in expected)
+
+
+def test_small_floats_match_the_numpy_path() -> None:
+
+    for count in (1, 10, derive.SMALL_FLOATS):
+        data = os.urandom(8 * count)
+        draws = np.frombuffer(data, dtype="<u8") >> np.uint64(11)
+        expected = (draws.astype(np.float64) * 2.0**-53).tolist()
+        assert derive.floats(_Stream(data).read, count) == expected
+    edge = b"\xff" * 8 + b"\x00" * 8
+    assert derive.floats(_Stream(edge).read, 2) == [1 - 2.0**-53, 0.0]

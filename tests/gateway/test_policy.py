@@ -9,7 +9,8 @@ import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from qrng_dd.gateway.policy import Policy, Problem
+from qrng_dd.gateway.policy import Policy
+from qrng_dd.gateway.problem import Problem
 from qrng_dd.ratelimit import RateLimiter
 from tests.support.gateway import push_packets, start_gateway
 

@@ -27,14 +27,9 @@ from mcp_types import CallToolResult, TextContent
 from mcp import Client, StdioServerParameters, stdio_client
 from qrng_dd.config import GatewaySettings, load
 from qrng_dd.gateway.service import EntropyService
-from qrng_dd.mcp.server import (
-    BackendError,
-    HttpBackend,
-    ServiceBackend,
-    create_server,
-    origin_allowed,
-    quarantined_sources,
-)
+from qrng_dd.mcp.backends import BackendError, HttpBackend, ServiceBackend
+from qrng_dd.mcp.http import origin_allowed
+from qrng_dd.mcp.tools import create_server, quarantined_sources
 from qrng_dd.wire.packet import PacketKey, encode_telemetry
 from tests.support.gateway import (
     RunningGateway,
@@ -276,14 +271,15 @@ async def test_a_quarantined_source_is_named_when_short_of_entropy() -> None:
     assert status.structured_content["quarantined"] == ["inside/appliance-1"]
 
 
-def test_quarantined_sources_are_read_from_warnings_and_appliance_health() -> None:
-    """Both places a status can report quarantine are read, each name once."""
+def test_quarantined_sources_are_the_status_documents_structured_list() -> None:
+    """The list is read as the gateway typed it; the human warnings are never parsed."""
     status = {
-        "warnings": ["pool low", "source a/x is quarantined"],
-        "sources": {"a": {"appliances": {"x": "quarantined"}}, "b": {"appliances": {"y": "ok"}}},
+        "warnings": ["source a/y is quarantined"],
+        "quarantined": ["b/x", "a/x", 7],
     }
-    assert quarantined_sources(status) == ["a/x"]
-    assert quarantined_sources({"warnings": None, "sources": {"c": "junk"}}) == []
+    assert quarantined_sources(status) == ["a/x", "b/x"]
+    assert quarantined_sources({"warnings": ["source a/x is quarantined"]}) == []
+    assert quarantined_sources({"quarantined": "a/x"}) == []
 
 
 def test_origins_are_loopback_or_listed() -> None:
@@ -588,7 +584,7 @@ async def test_the_gateway_mount_charges_the_gateways_rate_limit() -> None:
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route as StarletteRoute
 
-    from qrng_dd.mcp.server import _Guard
+    from qrng_dd.mcp.http import _Guard
 
     async def inner(scope: Any, receive: Any, send: Any) -> None:
         await PlainTextResponse("ok")(scope, receive, send)

@@ -16,7 +16,8 @@ new way out cannot forget a check:
   draft (``draft-ietf-httpapi-ratelimit-headers``): one ``"requests"`` and, with a byte
   budget, one ``"bytes"`` policy, each ``q`` (quota) per ``w`` seconds, and ``r`` remaining
   with ``t`` seconds until the bucket is full again.
-* **Problems**: one RFC 9457 renderer (:class:`Problem`), the same ``type`` URIs everywhere.
+* **Refusals**: :class:`~qrng_dd.gateway.problem.Problem` (401, 429), rendered by the caller's
+  way out like every other problem.
 
 Pure: no framework import, the clock lives in the limiter.
 """
@@ -24,58 +25,11 @@ Pure: no framework import, the clock lives in the limiter.
 from __future__ import annotations
 
 import hmac
-import json
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any
 
+from qrng_dd.gateway.problem import Problem, unauthorized
 from qrng_dd.ratelimit import Quota, RateLimiter
-
-PROBLEM: Final = "application/problem+json"
-
-#: Byte cost of one value, the same through every way out.
-BYTES_PER_INTEGER: Final = 8
-BYTES_PER_FLOAT: Final = 8
-BYTES_PER_UUID: Final = 16
-BYTES_PER_POINT: Final = 16
-
-
-class Problem(Exception):  # noqa: N818 - it is an HTTP problem document, not an error type
-    """An RFC 9457 problem: raised where a request fails, rendered by whichever front sent it."""
-
-    def __init__(
-        self, status: int, title: str, detail: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.headers = dict(headers or {})
-
-    @property
-    def retry_after(self) -> int | None:
-        value = self.headers.get("Retry-After")
-        return int(value) if value is not None else None
-
-    def body(self) -> bytes:
-        slug = self.title.lower().replace(" ", "-")
-        document = {
-            "type": f"https://qrng-dd.invalid/problems/{slug}",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        return json.dumps(document).encode("utf-8")
-
-    def raw_headers(self, body: bytes) -> list[tuple[bytes, bytes]]:
-        """The ASGI header list of this problem sent as ``body``, type and length included."""
-        body_length = str(len(body)).encode("ascii")
-        raw = [(b"content-type", PROBLEM.encode("ascii")), (b"content-length", body_length)]
-        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
-        return raw
-
-
-def unauthorized(detail: str) -> Problem:
-    return Problem(401, "Unauthorized", detail, {"WWW-Authenticate": "Bearer"})
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -18,11 +18,11 @@ from typing import Any
 
 import structlog
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from qrng_dd import logs
 from qrng_dd.config import GatewaySettings, load
-from qrng_dd.gateway.app import FastFront, create_app
+from qrng_dd.gateway.front import Front
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.gateway.state import StateDir
 from qrng_dd.gateway.udp import open_socket, start_udp
@@ -31,19 +31,18 @@ from qrng_dd.net import bind
 log = structlog.get_logger("qrng_dd.gateway")
 
 
-def build_app(service: EntropyService) -> FastFront:
+def build_app(service: EntropyService) -> Front:
     """The ASGI app with its lifespan (UDP receiver) and, if enabled, the MCP mount."""
     settings = service.settings
-    extra: list[Any] = []
+    mounts: dict[str, ASGIApp] = {}
     mcp_lifespan = None
     if settings.mcp_enabled:
-        from qrng_dd.mcp.server import mount_in_gateway
+        from qrng_dd.mcp.http import MCP_PATH, mount_in_gateway
 
-        route, mcp_lifespan = mount_in_gateway(service)
-        extra.append(route)
+        mounts[MCP_PATH], mcp_lifespan = mount_in_gateway(service)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan() -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             address = settings.udp_address
             if address is not None:
@@ -74,10 +73,10 @@ def build_app(service: EntropyService) -> FastFront:
             log.info("gateway_stopping", bytes_pooled=service.pool.available)
             await service.close()
 
-    return create_app(service, extra_routes=extra, lifespan=lifespan)
+    return Front(service, mounts=mounts, lifespan=lifespan)
 
 
-def uvicorn_config(app: FastFront, settings: GatewaySettings) -> uvicorn.Config:
+def uvicorn_config(app: Front, settings: GatewaySettings) -> uvicorn.Config:
     """uvicorn settings: TLS 1.2+ when configured, client certificates when a CA is given."""
     options: dict[str, Any] = {}
     if settings.tls_cert_file is not None:

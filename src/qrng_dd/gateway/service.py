@@ -22,6 +22,7 @@ import structlog
 from qrng_dd.config import GatewaySettings
 from qrng_dd.errors import REJECT_REASONS, PacketError, PoolFullError, StateError
 from qrng_dd.gateway import derive
+from qrng_dd.gateway.documents import Health, HealthState, Source, StateInfo, Status
 from qrng_dd.gateway.metrics import GatewayMetrics
 from qrng_dd.gateway.policy import Policy
 from qrng_dd.gateway.pool import EntropyPool
@@ -248,14 +249,17 @@ class EntropyService:
                       error=str(err), dropped_bytes=size)  # fmt: skip
             raise StateError(str(err)) from None
 
-    async def ingest(self, raw: bytes, transport: str = "http") -> IngestResult:
-        """Verify, record durably, then pool: the whole way of one pushed packet.
+    async def ingest(self, raw: bytes) -> IngestResult:
+        """Verify, record durably, then pool: the whole way of one packet pushed over HTTP.
+
+        The pusher can be answered "later" (507) and resends the identical packet, so under
+        ``discard`` a data packet that finds no room is not consumed.
 
         Raises:
             PacketError, PoolFullError: see :meth:`receive`.
             StateError: see :meth:`durable`.
         """
-        received = self.receive(raw, transport, resendable=transport == "http")
+        received = self.receive(raw, "http", resendable=True)
         await self.durable(received)
         return self.pool_bytes(received)
 
@@ -296,6 +300,15 @@ class EntropyService:
         self.requests_served += 1
         self.metrics.bytes_served.inc(n)
 
+    def charge(self, key: str, nbytes: int = 0, *, request: bool = True) -> None:
+        """Charge a request (unless ``request`` is false) and ``nbytes`` to ``key``'s limits,
+        whatever way out it came by (a REST route, an MCP tool).
+
+        Raises:
+            Problem: 429; nothing was charged.
+        """
+        self.policy.admit(key, nbytes, request=request)
+
     def take(self, n: int) -> bytes:
         """Exactly ``n`` pool bytes. Raises: EntropyExhaustedError (nothing taken)."""
         data = self.pool.take(n)
@@ -333,10 +346,10 @@ class EntropyService:
         """Seconds a client should wait: collectors push every 100 ms by default."""
         return 1
 
-    def _source_status(self, now: float) -> dict[str, Any]:
-        sources: dict[str, Any] = {}
+    def _source_status(self, now: float) -> dict[str, Source]:
+        sources: dict[str, Source] = {}
         for name, state in self.verifier.sources.items():
-            entry: dict[str, Any] = {
+            entry: Source = {
                 "last_seq": state.last_seq,
                 "last_telemetry_seq": None if state.telemetry is None else state.telemetry.seq,
                 "last_packet_age_seconds": round(max(0.0, now - state.last_seen), 3),
@@ -351,7 +364,7 @@ class EntropyService:
             t = self.telemetry.get(name)
             if t is not None:
                 entry["telemetry_age_seconds"] = round(max(0.0, now - t.received), 3)
-                entry["appliances"] = t.stats.get("health", {})
+                entry["appliances"] = _health_map(t.stats)
                 entry["telemetry"] = t.stats
             sources[name] = entry
         return sources
@@ -379,13 +392,20 @@ class EntropyService:
                 f"are refused for {self.verifier.quiet_until - now:.0f} s more "
                 "(no sequence memory of an earlier run)"
             )
+        out += [f"source {name} is quarantined" for name in self.quarantined()]
         for source, t in self.telemetry.items():
-            for appliance, state in _health_map(t.stats).items():
-                if state == "quarantined":
-                    out.append(f"source {source}/{appliance} is quarantined")
             if t.stats.get("output_paused"):
                 out.append(f"collector {source} is not pushing: {t.stats.get('paused_reason')}")
         return out
+
+    def quarantined(self) -> list[str]:
+        """``collector/appliance`` names whose collector reports them quarantined (P5)."""
+        return sorted(
+            f"{source}/{appliance}"
+            for source, t in self.telemetry.items()
+            for appliance, state in _health_map(t.stats).items()
+            if state == "quarantined"
+        )
 
     def link_up(self, now: float | None = None) -> bool:
         """A packet (data or heartbeat) arrived within three telemetry intervals.
@@ -397,20 +417,21 @@ class EntropyService:
         last = self.last_packet_at
         return last is not None and now - last <= 3 * self.settings.telemetry_interval_s
 
-    def health(self) -> tuple[int, dict[str, Any]]:
+    def health(self) -> tuple[int, Health]:
         """(HTTP status, body) for ``/health``: 503 only when unhealthy (< 10 % full).
 
         A link that is down makes a full pool ``degraded``: the pool drains with nothing
         coming in, and an operator must hear of it before it is empty.
         """
         fill = self.pool.fill_percent
+        status: HealthState
         if fill < DEGRADED_FILL:
             status = "unhealthy"
         elif fill < HEALTHY_FILL or not self.link_up():
             status = "degraded"
         else:
             status = "healthy"
-        body = {
+        body: Health = {
             "status": status,
             "buffer_fill_percent": round(fill, 3),
             "uptime_seconds": round(self.clock() - self.started, 3),
@@ -418,7 +439,7 @@ class EntropyService:
         }
         return (503 if status == "unhealthy" else 200), body
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         """The full ``/api/status`` document."""
         now = self.clock()
         _, health = self.health()
@@ -441,11 +462,12 @@ class EntropyService:
             else round(max(0.0, now - self.last_packet_at), 3),
             "state": self.state_status(),
             "sources": self._source_status(now),
-            "rejected_packets": dict(self.rejected),
+            "quarantined": self.quarantined(),
+            "rejected_packets": {str(reason): n for reason, n in self.rejected.items()},
             "warnings": health["warnings"],
         }
 
-    def state_status(self) -> dict[str, Any]:
+    def state_status(self) -> StateInfo:
         """Where the sequence memory lives and whether it covers packets from before the start."""
         return {
             "dir": None if self._state is None else str(self._state.directory),

@@ -1,0 +1,248 @@
+"""The gateway's one ASGI application, made from the route table.
+
+Every request goes the same way: a dict lookup on the path (404, 405 with ``Allow``), then
+for a route of the table: authentication (constant-time, key never logged), the parameters
+parsed and range-checked, the byte cost charged by the service, the handler, errors turned
+into ``application/problem+json``, the request metrics and the access log; one start and one
+body message. No framework sits in between: each layer would cost a share of a small
+request's time (DESIGN §11). Exact-path mounts (the gateway's ``/mcp``) get the raw scope.
+The ASGI lifespan protocol runs the context manager the server was built with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+import structlog
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from qrng_dd.errors import EntropyExhaustedError
+from qrng_dd.gateway.api import Call, Reply, Route
+from qrng_dd.gateway.problem import Problem, internal_error
+from qrng_dd.gateway.routes import ROUTES
+from qrng_dd.gateway.service import EntropyService
+from qrng_dd.logs import fingerprint
+
+log = structlog.get_logger("qrng_dd.gateway.http")
+
+Lifespan = Callable[[], AbstractAsyncContextManager[None]]
+_EMPTY: Final[Mapping[str, str]] = {}
+
+
+class Disconnected(Exception):  # noqa: N818 - a client going away is not an error of ours
+    """The client went away before its request body was read."""
+
+
+class Front:
+    """The gateway's ASGI app over ``service``: ``routes`` (bound to its settings), mounts."""
+
+    def __init__(
+        self,
+        service: EntropyService,
+        routes: Sequence[Route] = ROUTES,
+        *,
+        mounts: Mapping[str, ASGIApp] | None = None,
+        lifespan: Lifespan | None = None,
+    ) -> None:
+        settings = service.settings
+        self.service = service
+        self.policy = service.policy
+        self.routes = tuple(route.bind(settings) for route in routes)
+        self.mounts = dict(mounts or {})
+        self._lifespan = lifespan
+        self._by_path = {route.path: route for route in self.routes}
+        if len(self._by_path) != len(self.routes) or self._by_path.keys() & self.mounts.keys():
+            raise ValueError("two routes on one path")
+        self._access_log = settings.access_log
+        self._fingerprints = {key: fingerprint(key) for key in settings.api_keys}
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    # -- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._run_lifespan(receive, send)
+        else:  # a websocket: none is served here
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        route = self._by_path.get(path)
+        if route is None:
+            mount = self.mounts.get(path)
+            if mount is not None:
+                await mount(scope, receive, send)
+                return
+            method = scope["method"]
+            await _send(send, Reply.problem(_not_found(method, path)), method)
+            return
+        method = scope["method"]
+        if method not in route.methods and not (method == "HEAD" and "GET" in route.methods):
+            await _send(send, Reply.problem(_not_allowed(method, path, route.methods)), method)
+            return
+        started = time.perf_counter()
+        try:
+            if route.handler is not None:
+                reply = self.respond(route, scope)
+            else:
+                reply = await self._respond_body(route, scope, receive, started)
+        except Disconnected:
+            return
+        except Exception:
+            log.exception("unhandled_error", path=path)
+            reply = Reply.problem(internal_error())
+            self._record(route.name, reply.status, started)
+        await _send(send, reply, method)
+
+    async def _run_lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        started = False
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if self._lifespan is not None:
+                    await stack.enter_async_context(self._lifespan())
+                await send({"type": "lifespan.startup.complete"})
+                started = True
+                await receive()  # lifespan.shutdown
+        except BaseException:
+            phase = "shutdown" if started else "startup"
+            await send({"type": f"lifespan.{phase}.failed", "message": traceback.format_exc()})
+            raise
+        await send({"type": "lifespan.shutdown.complete"})
+
+    # -- one request ----------------------------------------------------------------------------
+
+    def respond(self, route: Route, scope: Scope) -> Reply:
+        """Auth, parameters, charge, handler, problems, metrics and access log of one request."""
+        assert route.handler is not None
+        started = time.perf_counter()
+        key = ""
+        try:
+            query = scope["query_string"]
+            params = _query(query) if query else _EMPTY
+            if route.auth:
+                authorization = _header(scope, b"authorization")
+                key = self.policy.authenticate(authorization, params.get("api_key"))
+            args = {p.name: p.parse(params) for p in route.params}
+            if route.cost is not None:
+                self.service.charge(key, route.cost(args))
+            reply = route.handler(Call(self.service, args, key, self.routes))
+        except Problem as problem:
+            reply = Reply.problem(problem)
+        except EntropyExhaustedError as err:
+            reply = self._short(err)
+        if key:
+            # Every answer to a caller with a key: no-store and what is left of its budget.
+            reply.extra = self.policy.raw_headers(key)
+        self._finish(route.name, reply, started, key)
+        return reply
+
+    async def _respond_body(
+        self, route: Route, scope: Scope, receive: Receive, started: float
+    ) -> Reply:
+        assert route.body_handler is not None
+        call = Call(self.service, {}, "", self.routes, _header(scope, b"content-length"),
+                    _body(receive))  # fmt: skip
+        try:
+            reply = await route.body_handler(call)
+        except Problem as problem:
+            reply = Reply.problem(problem)
+        self._finish(route.name, reply, started, "")
+        return reply
+
+    def _short(self, err: EntropyExhaustedError) -> Reply:
+        wait = self.service.retry_after()
+        detail = (
+            f"the pool holds {err.available} bytes, this request needs {err.requested}; "
+            f"nothing was taken, retry in {wait} s"
+        )
+        return Reply.problem(Problem(503, "Short of entropy", detail, {"Retry-After": str(wait)}))
+
+    def _record(self, name: str, status: int, started: float) -> None:
+        counter = self._counters.get((name, status))
+        if counter is None:
+            counter = self._counters[(name, status)] = self.service.metrics.requests.labels(
+                name, str(status)
+            )
+        counter.inc()
+        latency = self._latency.get(name)
+        if latency is None:
+            latency = self._latency[name] = self.service.metrics.latency.labels(name)
+        latency.observe(time.perf_counter() - started)
+
+    def _finish(self, name: str, reply: Reply, started: float, key: str) -> None:
+        status = reply.status
+        self._record(name, status, started)
+        if self._access_log or status >= 500:
+            log.info(
+                "request",
+                endpoint=name,
+                status=status,
+                bytes=len(reply.body),
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                key=self._fingerprints.get(key, "-"),
+            )
+
+
+def _not_found(method: str, path: str) -> Problem:
+    return Problem(404, "Not found", f"{method} {path[:200]}: Not Found")
+
+
+def _not_allowed(method: str, path: str, methods: Sequence[str]) -> Problem:
+    allowed = ", ".join(methods)
+    detail = f"{method} {path}: Method Not Allowed (allowed: {allowed})"
+    return Problem(405, "Method not allowed", detail, {"Allow": allowed})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first header called ``name`` (servers give names lowercased)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _query(query_string: bytes) -> dict[str, str]:
+    """The query parameters: blank values kept, the last repeated name wins.
+
+    Without ``%`` or ``+`` nothing is unquoted, and splitting is all ``parse_qsl`` does.
+    """
+    text = query_string.decode("latin-1")
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text, keep_blank_values=True))
+    params: dict[str, str] = {}
+    for field in text.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            params[name] = value
+    return params
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    """The request body's chunks. Raises: Disconnected."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+        elif message["type"] == "http.disconnect":
+            raise Disconnected
+
+
+async def _send(send: Send, reply: Reply, method: str = "GET") -> None:
+    await send({"type": "http.response.start", "status": reply.status,
+                "headers": reply.raw_headers()})  # fmt: skip
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else reply.body})

@@ -1,0 +1,156 @@
+"""The gateway's route handlers: thin, over :class:`~qrng_dd.gateway.service.EntropyService`.
+
+Each takes a :class:`~qrng_dd.gateway.api.Call` whose arguments the front has already parsed,
+range-checked and charged (the table in :mod:`qrng_dd.gateway.routes` says how), and returns
+a :class:`~qrng_dd.gateway.api.Reply`. Short of entropy, the service raises and the front
+answers 503; nothing here touches HTTP beyond choosing a media type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Mapping
+from typing import Final
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from qrng_dd.errors import PacketError, PoolFullError, StateError
+from qrng_dd.gateway import derive
+from qrng_dd.gateway.api import OCTET, TEXT, Call, Reply
+from qrng_dd.gateway.openapi import DOCS_HTML, openapi_document
+from qrng_dd.gateway.problem import Problem, bad_parameter
+from qrng_dd.logs import fingerprint
+from qrng_dd.wire.packet import MAX_PACKET_BYTES
+
+_PUSH_STATUS: Final[Mapping[str, int]] = {
+    "oversize": 413,
+    "bad_mac": 401,
+    "wrong_dest": 403,
+    "replay": 409,
+}
+_DOCS: Final = DOCS_HTML.encode("utf-8")
+
+# -- entropy ------------------------------------------------------------------------------
+
+
+def random(call: Call) -> Reply:
+    encoding = call.args["encoding"]
+    body = derive.encode(call.service.take(call.args["bytes"]), encoding)
+    return Reply(body, OCTET if encoding == "binary" else TEXT)
+
+
+def integers(call: Call) -> Reply:
+    args = call.args
+    low, high = args["min"], args["max"]
+    if low > high:
+        raise bad_parameter(f"'min' ({low}) must not be greater than 'max' ({high})")
+    return Reply.json(call.service.integers(args["count"], low, high))
+
+
+def floats(call: Call) -> Reply:
+    return Reply.json(call.service.floats(call.args["count"]))
+
+
+def uuid(call: Call) -> Reply:
+    count = call.args["count"]
+    values = call.service.uuids(count)
+    if count == 1:
+        return Reply(values[0].encode("utf-8"), TEXT)
+    return Reply.json(values)
+
+
+def monte_carlo(call: Call) -> Reply:
+    return Reply.json(call.service.monte_carlo(call.args["iterations"]))
+
+
+def randomness(call: Call) -> Reply:
+    from qrng_dd.gateway.randomness import randomness_report
+
+    return Reply.json(randomness_report(call.service.take(call.args["bytes"])))
+
+
+# -- operations ---------------------------------------------------------------------------
+
+
+def status(call: Call) -> Reply:
+    document = call.service.status()
+    policy = call.service.policy
+    document["caller"] = {"key": fingerprint(call.key), "limits": policy.budget(call.key)}
+    return Reply.json(document)
+
+
+def health(call: Call) -> Reply:
+    code, body = call.service.health()
+    return Reply.json(body, code)
+
+
+def metrics(call: Call) -> Reply:
+    return Reply(generate_latest(call.service.metrics.registry), CONTENT_TYPE_LATEST)
+
+
+def openapi(call: Call) -> Reply:
+    return Reply.json(openapi_document(call.routes))
+
+
+def docs(call: Call) -> Reply:
+    return Reply(_DOCS, "text/html")
+
+
+async def push(call: Call) -> Reply:
+    """One packet in: verified, recorded, pooled, or refused with the reason's status."""
+    service = call.service
+    content_length = call.content_length
+    try:
+        if content_length is not None and (
+            not content_length.isdigit() or int(content_length) > MAX_PACKET_BYTES
+        ):
+            raise PacketError("oversize", "Content-Length is over the packet limit")
+        assert call.body is not None
+        raw = await _read_limited(call.body, MAX_PACKET_BYTES)
+    except PacketError as err:
+        # Refused before ingest ever sees it, but counted all the same (DESIGN §3).
+        service.refuse(err, "http")
+        raise Problem(413, "Packet refused", f"oversize: {err.detail}") from None
+    try:
+        result = await service.ingest(raw)
+    except StateError:
+        raise Problem(
+            503,
+            "State not durable",
+            "the packet was accepted but its sequence number could not be written to the "
+            "state directory, so its bytes were dropped; see the gateway's log",
+        ) from None
+    except PacketError as err:
+        status = _PUSH_STATUS.get(err.reason, 400)
+        raise Problem(status, "Packet refused", f"{err.reason}: {err.detail}") from None
+    except PoolFullError:
+        raise Problem(
+            507,
+            "Pool full",
+            "the pool is full under the discard policy; the packet was not consumed, "
+            "send it again later",
+            {"Retry-After": str(service.retry_after())},
+        ) from None
+    # The JSON object built directly: ints, and a finite float whose repr is its JSON.
+    fill = round(service.pool.fill_percent, 3)
+    answer = b'{"accepted_bytes":%d,"dropped_bytes":%d,"buffer_fill_percent":%s}' % (
+        result.accepted_bytes,
+        result.dropped_bytes,
+        repr(fill).encode("ascii"),
+    )
+    return Reply(answer, "application/json")
+
+
+async def _read_limited(chunks: AsyncIterable[bytes], limit: int) -> bytes:
+    """The request body, refused as soon as it passes ``limit`` (never buffered whole).
+
+    Raises:
+        PacketError: ``oversize``.
+    """
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise PacketError("oversize", f"body is over {limit} bytes")
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
