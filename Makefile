@@ -19,16 +19,16 @@ test: $(STAMP)  ## every test suite, end-to-end included
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(STAMP)  ## lint and type-check
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 bench: $(STAMP)  ## benchmarks; writes bench-results.json
-	$(BIN)/qrng-dd bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 fmt: $(STAMP)
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

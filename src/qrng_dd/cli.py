@@ -24,10 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("qrng_dd.gateway.server", "run the external gateway (push ingest, REST API)"),
     "collector": ("qrng_dd.collector.service", "run the internal collector (fetch, mix, push)"),
     "mcp": ("qrng_dd.mcp.server", "serve the MCP tools (stdio or streamable HTTP)"),
-    "appliance": ("qrng_dd.appliance", "run the Quantis-compatible simulator (not quantum)"),
+    "appliance": ("qrng_dd.simulator.server", "run the Quantis-compatible simulator (not quantum)"),
     "demo": ("qrng_dd.demo", "simulator, collector and gateway in one process"),
     "test-source": ("qrng_dd.testsource", "health tests and a randomness report of a source"),
-    "bench": ("qrng_dd.bench", "benchmarks on loopback (make bench)"),
     "keygen": ("qrng_dd.keygen", "print a fresh HMAC key (or, with --api-key, an API key)"),
 }
 

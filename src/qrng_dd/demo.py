@@ -22,10 +22,10 @@ from collections.abc import Mapping
 import anyio
 
 from qrng_dd import logs
-from qrng_dd.appliance import ApplianceAddress, Faults, serve_appliance
 from qrng_dd.collector.service import Collector
 from qrng_dd.config import CollectorSettings, GatewaySettings, load
 from qrng_dd.gateway.server import GatewayServer
+from qrng_dd.simulator import ApplianceAddress, Faults, serve_appliance
 
 #: Bytes in the pool before the curl lines are printed: enough for every example.
 READY_BYTES = 65_536
@@ -131,7 +131,8 @@ async def _demo(port: int) -> None:
 
         async def run_collector() -> None:
             try:
-                await collector.run(stop)
+                async with collector:
+                    await collector.run(stop)
             finally:
                 collector_done.set()
 

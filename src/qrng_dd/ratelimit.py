@@ -5,6 +5,11 @@ keys is fixed by configuration, so memory is bounded.
 
 A request must fit in *both* buckets, and is charged to neither if it fits in only one, so a
 refused request costs the client nothing but the refusal.
+
+:meth:`TokenBucket.reserve` is the other way to spend tokens: it always takes them, running into
+debt, and says how long the debt takes to pay back. The appliance simulator caps its bit rate
+with it (a slow device makes readers wait, it never refuses them). A clock that steps backwards
+refills nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ class TokenBucket:
         if bucket is None:
             bucket = self._buckets[name] = _Bucket(self.burst, now)
         else:
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+            elapsed = max(0.0, now - bucket.stamp)
+            bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.rate)
             bucket.stamp = now
         return bucket
 
@@ -54,6 +60,19 @@ class TokenBucket:
 
     def charge(self, name: str, cost: float) -> None:
         self._buckets[name].tokens -= cost
+
+    def reserve(self, name: str, cost: float, now: float) -> float:
+        """Take ``cost`` tokens whether they are there or not; return the wait they imply.
+
+        The bucket runs into debt, so callers reserving one after the other queue in arrival
+        order, each behind the debt of those before it.
+
+        Returns:
+            0.0 when the tokens were there, else the seconds until the debt is paid back.
+        """
+        bucket = self._refill(name, now)
+        bucket.tokens -= cost
+        return 0.0 if bucket.tokens >= 0 else -bucket.tokens / self.rate
 
     def left(self, name: str | None, now: float) -> tuple[int, int]:
         """(whole tokens left, seconds until full) for ``name`` (``None``: a full bucket)."""

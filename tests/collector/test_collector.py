@@ -1,8 +1,8 @@
-"""Collector pieces in process: sources, mixing, fan-out, at-most-once push."""
+"""The collector in process: sources, mixing, and the Collector wired to fake appliances and
+gateways through httpx.MockTransport (the pure core has its own test modules)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import pytest
 
 from qrng_dd.collector.health import SourceState
 from qrng_dd.collector.mixing import mix
-from qrng_dd.collector.service import Collector, backoff_delay
+from qrng_dd.collector.service import Collector
 from qrng_dd.collector.sources import FileSource, QuantisSource, SourceError
 from qrng_dd.config import CollectorSettings, load
 from qrng_dd.wire import packet as wire
@@ -130,12 +130,6 @@ def test_hkdf_mixing_gives_one_block_out_per_block_in() -> None:
         mix([a], "and")  # type: ignore[arg-type]
 
 
-def test_backoff_grows_and_is_capped() -> None:
-    """Full jitter stays under the exponential envelope and the cap."""
-    for attempt in range(40):
-        assert 0 <= backoff_delay(attempt, base=0.1, cap=5) <= min(5, 0.1 * 2**attempt)
-
-
 @pytest.mark.anyio
 async def test_a_stuck_appliance_is_quarantined_and_never_mixed() -> None:
     """With one stuck and one good source, output is the good source's bytes only, one round
@@ -150,20 +144,21 @@ async def test_a_stuck_appliance_is_quarantined_and_never_mixed() -> None:
             200, content=data, headers={"content-type": "application/octet-stream"}
         )
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        collector = Collector(_settings(), appliance_client=client)
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    async with Collector(_settings(), appliance_client=client) as collector:
         outputs = [await collector.fetch_round() for _ in range(3)]
-    good, stuck = collector.slots
+    good, stuck = collector.schedule.slots
     assert stuck.monitor.state is SourceState.QUARANTINED
     assert good.monitor.state is SourceState.HEALTHY
     # The first round only holds; then each round releases the good source's previous batch.
     assert outputs[0] == b""
     assert outputs[1:] == seen["a.test"][:2]
-    assert collector.contributing == 1
-    telemetry = collector.telemetry(collector.targets[0])
+    assert collector.schedule.contributing == 1
+    telemetry = collector.telemetry("gateway")
     assert telemetry["mixed_bytes"] == {"a.test:8443": 2 * 4096, "b.test:8443": 0}
     assert telemetry["discarded_bytes"]["b.test:8443"] == 4096
-    await collector._push_client.aclose()
+    assert telemetry["health"] == {"a.test:8443": "healthy", "b.test:8443": "quarantined"}
+    assert client.is_closed
 
 
 @pytest.mark.anyio
@@ -184,52 +179,62 @@ async def test_a_fault_that_starts_inside_a_batch_costs_the_batch_held_before_it
         return httpx.Response(200, content=data,
                               headers={"content-type": "application/octet-stream"})  # fmt: skip
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        collector = Collector(
-            _settings(QRNG_APPLIANCE_URLS="http://a.test:8443"), appliance_client=client
-        )
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    settings = _settings(QRNG_APPLIANCE_URLS="http://a.test:8443")
+    async with Collector(settings, appliance_client=client) as collector:
         outputs = [await collector.fetch_round() for _ in range(4)]
     assert outputs == [b"", served[0], served[1], b""]
-    (slot,) = collector.slots
+    (slot,) = collector.schedule.slots
     assert slot.monitor.state is SourceState.QUARANTINED
     assert (slot.mixed_bytes, slot.discarded_bytes) == (2 * 4096, 2 * 4096)
-    await collector._push_client.aclose()
 
 
 @pytest.mark.anyio
 async def test_too_few_healthy_sources_pause_the_output_and_say_so() -> None:
     """QRNG_MIN_SOURCES=2 with one failing source: no output, and the reason is reported."""
-    async with _appliances({"b.test": "error"}) as client:
-        collector = Collector(_settings(QRNG_MIN_SOURCES="2"), appliance_client=client)
+    settings = _settings(QRNG_MIN_SOURCES="2")
+    async with Collector(settings, appliance_client=_appliances({"b.test": "error"})) as collector:
         for _ in range(3):
             assert await collector.fetch_round() == b""
-    telemetry = collector.telemetry(collector.targets[0])
+    telemetry = collector.telemetry("gateway")
     assert telemetry["output_paused"] is True
     assert "1 of 2 sources healthy" in telemetry["paused_reason"]
     assert telemetry["fetch_errors"]["b.test:8443"] >= 1
-    await collector._push_client.aclose()
 
 
 @pytest.mark.anyio
 async def test_split_fan_out_gives_each_gateway_different_bytes() -> None:
     """Each mixed batch goes whole to one outbox; no byte is queued twice."""
     settings = _settings(QRNG_GATEWAY_PUSH_URL="g0=http://g0.test/push,g1=http://g1.test/push")
-    async with _appliances({}) as client:
-        collector = Collector(settings, appliance_client=client)
+    async with Collector(settings, appliance_client=_appliances({})) as collector:
         for _ in range(6):
             collector.distribute(await collector.fetch_round())
-    boxes = [bytes(b.data) for b in collector.outboxes.values()]
-    assert all(boxes)
+    boxes = [box.take(len(box)) for box in collector.outboxes.boxes.values()]
+    # Five outputs (the first round only holds), taking turns: three to one, two to the other.
+    assert sorted(len(box) for box in boxes) == [2 * 4096, 3 * 4096]
     blocks = [{box[i : i + 16] for i in range(0, len(box), 16)} for box in boxes]
     assert not blocks[0] & blocks[1]
-    await collector._push_client.aclose()
 
 
-def _push_recorder(statuses: list[int]) -> tuple[httpx.AsyncClient, list[bytes]]:
-    """A fake gateway answering the given statuses in turn, recording every body."""
+@pytest.mark.anyio
+async def test_output_that_fits_no_outbox_is_dropped_and_counted() -> None:
+    """With the buffer full, a new batch is dropped whole, counted as buffer_full."""
+    settings = _settings(QRNG_COLLECTOR_BUFFER_SIZE="5000")
+    async with Collector(settings) as collector:
+        collector.distribute(os.urandom(4096))
+        collector.distribute(os.urandom(4096))
+    assert len(collector.outboxes["gateway"]) == 4096
+    assert collector.dropped["buffer_full"] == 4096
+    assert collector.telemetry("gateway")["dropped_bytes"]["buffer_full"] == 4096
+
+
+def _gateway(statuses: list[int]) -> tuple[httpx.AsyncClient, list[bytes]]:
+    """A fake gateway answering the given data statuses in turn, recording every data body."""
     bodies: list[bytes] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if _is_telemetry(request.content):
+            return httpx.Response(200, json={})
         bodies.append(request.content)
         code = statuses[min(len(bodies) - 1, len(statuses) - 1)]
         return httpx.Response(code, json={"detail": "x"})
@@ -237,23 +242,40 @@ def _push_recorder(statuses: list[int]) -> tuple[httpx.AsyncClient, list[bytes]]
     return httpx.AsyncClient(transport=httpx.MockTransport(handler)), bodies
 
 
-async def _push_once(statuses: list[int]) -> tuple[Collector, list[bytes]]:
-    client, bodies = _push_recorder(statuses)
-    settings = _settings(QRNG_TELEMETRY_INTERVAL_S="3600")
-    collector = Collector(settings, push_client=client)
-    target = collector.targets[0]
-    fetched, done = anyio.Event(), anyio.Event()
-    collector.outboxes[target.gateway_id].add(os.urandom(1000))
-    fetched.set()  # send what is queued, then return
-    with anyio.fail_after(10):
-        await collector.http_sender(target, fetched, done)
-    await collector._appliance_client.aclose()
-    await client.aclose()
-    return collector, [b for b in bodies if not _is_telemetry(b)]
-
-
 def _is_telemetry(raw: bytes) -> bool:
     return bool(wire.parse_body(wire.open_frame(raw)[0]).flags & wire.FLAG_TELEMETRY)
+
+
+async def _push_once(statuses: list[int]) -> tuple[Collector, list[bytes]]:
+    """Queue 1000 bytes for the one gateway and push them until the sender is done."""
+    client, bodies = _gateway(statuses)
+    async with Collector(_settings(), push_client=client) as collector:
+        collector.distribute(os.urandom(1000))
+        fetched, done = anyio.Event(), anyio.Event()
+        fetched.set()  # send what is queued, then return
+        with anyio.fail_after(10):
+            await collector.push(collector.targets[0], fetched, done)
+    return collector, bodies
+
+
+@pytest.mark.anyio
+async def test_a_replay_answer_counts_as_delivered_and_is_not_resent() -> None:
+    """409 means an earlier attempt got through: delivered once, not pushed again."""
+    collector, bodies = await _push_once([409])
+    assert len(bodies) == 1
+    assert collector.pushed["gateway"] == 1000
+    assert collector.telemetry("gateway")["data_seq"] == collector.packets.seq_start + 1
+
+
+@pytest.mark.anyio
+async def test_a_refused_packet_is_dropped_and_counted_not_resent() -> None:
+    """A 401 (wrong key) drops the packet: its bytes never go out under a new seq."""
+    collector, bodies = await _push_once([401])
+    assert len(bodies) == 1
+    assert collector.pushed["gateway"] == 0
+    assert collector.dropped["refused"] == 1000
+    # Settled all the same: the gateway may count it as lost.
+    assert collector.telemetry("gateway")["data_seq"] == collector.packets.seq_start + 1
 
 
 @pytest.mark.anyio
@@ -266,42 +288,17 @@ async def test_a_retry_resends_the_identical_packet() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_replay_answer_counts_as_delivered_and_is_not_resent() -> None:
-    """409 means an earlier attempt got through: delivered once, not pushed again."""
-    collector, bodies = await _push_once([409])
-    assert len(bodies) == 1
-    assert collector.pushed["gateway"] == 1000
-
-
-@pytest.mark.anyio
-async def test_a_refused_packet_is_dropped_and_counted_not_resent() -> None:
-    """A 401 (wrong key) drops the packet: its bytes never go out under a new seq."""
-    collector, bodies = await _push_once([401])
-    assert len(bodies) == 1
-    assert collector.pushed["gateway"] == 0
-    assert collector.dropped["refused"] == 1000
-
-
-def test_telemetry_carries_no_entropy_and_no_secret() -> None:
-    """Telemetry is counters and states: no key material."""
-    collector = Collector(_settings())
-    text = json.dumps(collector.telemetry(collector.targets[0]))
-    assert HMAC not in text
-    assert set(collector.telemetry(collector.targets[0])) >= {
-        "health", "fetch_errors", "sources_contributing", "sources_configured", "pushed_bytes",
-    }  # fmt: skip
-
-
-def test_packets_are_sequenced_per_target_from_the_start_time() -> None:
-    """Each target's seq starts at the start time in microseconds and counts up by one."""
-    settings = _settings(QRNG_GATEWAY_PUSH_URL="g0=http://g0.test/push,g1=http://g1.test/push")
-    collector = Collector(settings)
-    g0, g1 = collector.targets
-    key = settings.packet_key()
-    seqs = [wire.decode(collector._packet(t, b"x"), key).seq for t in (g0, g0, g1)]
-    start = int(collector.started * 1_000_000)
-    assert seqs == [start + 1, start + 2, start + 1]
-    assert np.all(np.diff(seqs[:2]) == 1)
+async def test_telemetry_carries_no_entropy_and_no_secret() -> None:
+    """Telemetry is counters and states: no key material, and it survives the wire intact."""
+    async with Collector(_settings()) as collector:
+        telemetry = collector.telemetry("gateway")
+    encoded = wire.encode_telemetry(telemetry)
+    assert HMAC.encode() not in encoded
+    assert bytes.fromhex(HMAC) not in encoded
+    assert wire.decode_telemetry(encoded) == telemetry
+    assert telemetry["sources_configured"] == 2
+    assert telemetry["output_paused"] is True
+    assert telemetry["paused_reason"] == "starting"
 
 
 @pytest.mark.anyio
@@ -326,9 +323,13 @@ async def test_the_final_flush_sends_the_bytes_of_the_round_in_flight_at_stop() 
                               headers={"content-type": "application/octet-stream"})  # fmt: skip
 
     pushed: list[bytes] = []
+    heartbeats: list[dict[str, object]] = []
+    key = _settings().packet_key()
 
     def gateway(request: httpx.Request) -> httpx.Response:
-        if not _is_telemetry(request.content):
+        if _is_telemetry(request.content):
+            heartbeats.append(wire.decode_telemetry(wire.decode(request.content, key).data))
+        else:
             pushed.append(request.content)
         return httpx.Response(200, json={})
 
@@ -338,16 +339,43 @@ async def test_the_final_flush_sends_the_bytes_of_the_round_in_flight_at_stop() 
         push_client=httpx.AsyncClient(transport=httpx.MockTransport(gateway)),
     )
     with anyio.fail_after(20):
-        await collector.run(stop)
+        async with collector:
+            await collector.run(stop)
     assert rounds == 3
     assert collector.pushed["gateway"] == 2 * 4096
     assert collector.dropped == {"buffer_full": 0, "refused": 0, "expired": 0}
+    # Each push was one new packet (no resend), and heartbeats kept their own stream.
+    assert len({wire.decode(raw, key).seq for raw in pushed}) == len(pushed) >= 1
+    assert heartbeats[0]["collector_id"] == "collector"
 
 
-def test_the_health_tests_use_the_configured_false_alarm_rate() -> None:
+@pytest.mark.anyio
+async def test_run_needs_the_collector_entered_first() -> None:
+    """run() outside ``async with`` says how to use it instead of failing halfway."""
+    collector = Collector(_settings())
+    with pytest.raises(RuntimeError, match="async with"):
+        await collector.run(anyio.Event())
+    async with collector:  # closes the clients it made
+        pass
+
+
+@pytest.mark.anyio
+async def test_leaving_the_collector_closes_the_clients_it_was_given() -> None:
+    """The collector owns its clients, injected or not: both are closed on exit."""
+    appliances, gateways = _appliances({}), _gateway([200])[0]
+    async with Collector(_settings(), appliance_client=appliances, push_client=gateways):
+        assert not appliances.is_closed
+    assert appliances.is_closed
+    assert gateways.is_closed
+
+
+@pytest.mark.anyio
+async def test_the_health_tests_use_the_configured_false_alarm_rate() -> None:
     """QRNG_HEALTH_ALPHA_LOG2=20 gives the SP 800-90B table's cutoffs for H = 8: 4 and 13."""
-    collector = Collector(_settings(QRNG_HEALTH_ALPHA_LOG2="20", QRNG_CLAIMED_ENTROPY_BITS="8"))
-    monitor = collector.slots[0].monitor
+    settings = _settings(QRNG_HEALTH_ALPHA_LOG2="20", QRNG_CLAIMED_ENTROPY_BITS="8")
+    async with Collector(settings) as collector:
+        monitor = collector.schedule.slots[0].monitor
     assert (monitor.rct_cutoff, monitor.apt_cutoff) == (4, 13)
-    default = Collector(_settings(QRNG_CLAIMED_ENTROPY_BITS="8")).slots[0].monitor
+    async with Collector(_settings(QRNG_CLAIMED_ENTROPY_BITS="8")) as collector:
+        default = collector.schedule.slots[0].monitor
     assert (default.rct_cutoff, default.apt_cutoff) == (6, 19)

@@ -14,11 +14,11 @@ from qrng_dd.collector.health import (
     HealthMonitor,
     HealthResult,
     HealthTest,
-    Quarantine,
     SourceState,
     apt_cutoff,
     rct_cutoff,
 )
+from qrng_dd.collector.quarantine import Quarantine
 
 
 def _good(n: int, seed: int = 1) -> bytes:

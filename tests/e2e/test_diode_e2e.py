@@ -45,11 +45,14 @@ def _accepted(gw: RunningGateway, source: str = "collector") -> int:
 
 
 def _drain(gw: RunningGateway, chunk: int = 65536) -> bytes:
-    """Everything the gateway's pool holds, through /api/random, until 503."""
+    """What the gateway's pool holds, through /api/random, until it is seen empty (the
+    collector keeps pushing meanwhile: waiting for a 503 races its pushes)."""
     parts = []
     with gw.client() as c:
         while True:
-            n = min(chunk, gw.status()["buffer_bytes_available"]) or 1
+            n = min(chunk, gw.status()["buffer_bytes_available"])
+            if n == 0:
+                return b"".join(parts)
             r = c.get("/api/random", params={"bytes": n, "encoding": "binary"}, headers=gw.auth)
             if r.status_code == 503:
                 return b"".join(parts)

@@ -23,7 +23,7 @@ import trustme
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from qrng_dd.collector.service import _push_client
+from qrng_dd.collector.clients import push_client
 from qrng_dd.config import CollectorSettings, load
 from tests.support.diode import Running, cli, eventually, start_appliance, start_collector
 from tests.support.gateway import RunningGateway, clean_environ, start_gateway
@@ -285,7 +285,7 @@ async def test_tls_files_without_an_https_target_are_flagged(
         QRNG_GATEWAY_CLIENT_KEY_FILE=str(pki.client_key),
     )
     with capture_logs() as logs:
-        client = _push_client(settings)
+        client = push_client(settings)
     await client.aclose()
     assert ("push_tls_unused" in [e["event"] for e in logs]) is warned, logs
 
@@ -294,6 +294,6 @@ async def test_tls_files_without_an_https_target_are_flagged(
 async def test_no_tls_files_means_no_warning() -> None:
     """The default (plain push URL, no TLS files) stays as quiet as before."""
     with capture_logs() as logs:
-        client = _push_client(_settings("http://127.0.0.1:7764/push"))
+        client = push_client(_settings("http://127.0.0.1:7764/push"))
     await client.aclose()
     assert logs == []

@@ -16,6 +16,7 @@ import pytest
 
 from qrng_dd.config import GatewaySettings, load
 from qrng_dd.errors import ConfigError, PacketError, PoolFullError, StateError
+from qrng_dd.gateway import report
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.gateway.state import STATE_FILE, StateDir, StateJournal
 from qrng_dd.gateway.verifier import SourceMark
@@ -246,7 +247,7 @@ async def test_a_restarted_service_refuses_what_the_last_one_accepted(tmp_path: 
     await first.close()
     second = EntropyService(_settings(state_dir=str(tmp_path), max_clock_skew_s="60"))
     assert second.verifier.remembers
-    assert "quiet start" not in " ".join(second.warnings())
+    assert "quiet start" not in " ".join(report.warnings(second))
     for raw in [*packets, heartbeat]:
         with pytest.raises(PacketError) as err:
             await second.ingest(raw)
@@ -261,10 +262,10 @@ async def test_a_restarted_service_refuses_what_the_last_one_accepted(tmp_path: 
 async def test_without_a_state_dir_the_gateway_says_so() -> None:
     """The start-up rule is visible in /health warnings and in status."""
     service = EntropyService(_settings(max_clock_skew_s="60"))
-    warnings = " ".join(service.warnings())
+    warnings = " ".join(report.warnings(service))
     assert "no QRNG_STATE_DIR" in warnings
     assert "quiet start" in warnings
-    state = service.status()["state"]
+    state = report.status(service)["state"]
     assert state["dir"] is None
     assert state["remembers_previous_run"] is False
 
@@ -274,18 +275,18 @@ async def test_a_failed_state_write_drops_the_bytes_and_counts_them(tmp_path: Pa
     """Not durable, not pooled: the push is refused with 503 and the bytes are counted."""
     service = EntropyService(_settings(state_dir=str(tmp_path)))
     assert service.journal is not None
-    original = service._state.save  # type: ignore[union-attr]
+    original = service.state_dir.save  # type: ignore[union-attr]
 
     def broken(marks: object) -> None:
         raise OSError(5, "Input/output error")
 
-    service._state.save = broken  # type: ignore[union-attr,method-assign,assignment]
+    service.state_dir.save = broken  # type: ignore[union-attr,method-assign,assignment]
     with pytest.raises(StateError):
         await service.ingest(make_raw(_key(), os.urandom(100)))
     assert service.pool.available == 0
     sample = service.metrics.registry.get_sample_value
     assert sample("qrng_bytes_dropped_total", {"reason": "state"}) == 100
-    service._state.save = original  # type: ignore[union-attr,method-assign]
+    service.state_dir.save = original  # type: ignore[union-attr,method-assign]
     await service.ingest(make_raw(_key(), os.urandom(100)))
     assert service.pool.available == 100
     await service.close()
@@ -317,9 +318,9 @@ def test_heartbeats_keep_the_link_up_while_the_pool_is_full() -> None:
             key, encode_telemetry({"data_seq": 0}), flags=3, ts_us=int(clock.now * 1e6)
         )
         service.receive(heartbeat, "http", resendable=True)
-        code, health = service.health()
+        code, health = report.health(service)
         assert (code, health["status"]) == (200, "healthy"), step
-    assert service.status()["link_up"] is True
+    assert report.status(service)["link_up"] is True
     assert service.metrics.registry.get_sample_value("qrng_link_up") == 1.0
 
 
@@ -335,9 +336,9 @@ def test_a_silent_link_is_degraded_after_three_intervals() -> None:
         resendable=True,
     )
     clock.now += 30  # exactly three intervals: still up
-    assert service.health()[1]["status"] == "healthy"
+    assert report.health(service)[1]["status"] == "healthy"
     clock.now += 0.001
-    code, health = service.health()
+    code, health = report.health(service)
     assert (code, health["status"]) == (200, "degraded")
     assert any(w.startswith("link down: no packet for 30 s") for w in health["warnings"])
     assert service.metrics.registry.get_sample_value("qrng_link_up") == 0.0

@@ -20,12 +20,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from qrng_dd.wire.packet import Packet, PacketKey, encode
 
@@ -154,15 +156,19 @@ class RunningGateway:
         return self.stderr_file.read().decode(errors="replace")
 
 
-def tree_connections(pid: int, kind: str = "inet") -> list[Any]:
-    """Sockets of process ``pid`` and of all its children (granian serves from a worker)."""
+def process_tree(pid: int) -> list[psutil.Process]:
+    """Process ``pid`` and all its children (granian serves from a worker); [] once it is gone."""
     try:
         root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
+
+
+def tree_connections(pid: int, kind: str = "inet") -> list[Any]:
+    """Sockets of process ``pid`` and of all its children (granian serves from a worker)."""
     connections: list[Any] = []
-    for process in processes:
+    for process in process_tree(pid):
         with contextlib.suppress(psutil.NoSuchProcess):
             connections += process.net_connections(kind=kind)
     return connections
@@ -244,6 +250,7 @@ def start_gateway(
     env_overrides: Mapping[str, str] | None = None,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    command: Sequence[str] | None = None,
 ) -> Iterator[RunningGateway]:
     """Run ``qrng-dd gateway`` on 127.0.0.1 and a free port; stop it on exit.
 
@@ -251,6 +258,8 @@ def start_gateway(
     log, warnings only). With ``QRNG_TLS_CERT_FILE`` set, pass the ``ssl_context`` that
     trusts its certificate (and carries a client certificate if one is required). If another
     process takes the free port between our probe and the gateway's bind, a new port is tried.
+    ``command`` replaces the ``qrng-dd gateway`` command line (the benchmark serves the same app
+    by another server); it must listen where ``QRNG_PORT`` in ``env_overrides`` says.
     """
     overrides = dict(env_overrides or {})
     fixed_port = overrides.get("QRNG_PORT")
@@ -276,7 +285,9 @@ def start_gateway(
         with (
             tempfile.TemporaryFile() as stdout,
             tempfile.TemporaryFile() as stderr,
-            subprocess.Popen(gateway_command(), env=env, stdout=stdout, stderr=stderr) as proc,
+            subprocess.Popen(
+                list(command or gateway_command()), env=env, stdout=stdout, stderr=stderr
+            ) as proc,
         ):
             gateway = RunningGateway(url, port, proc, api_key, hmac_hex, ssl_context, stderr)
             try:
@@ -294,6 +305,17 @@ def start_gateway(
             finally:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     stop(proc)
+
+
+def scrape(url: str) -> list[Sample]:
+    """Every sample of ``GET {url}/metrics`` (Prometheus text), parsed."""
+    text = httpx.get(f"{url}/metrics", timeout=CLIENT_TIMEOUT_S).text
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def metric_total(samples: Iterable[Sample], name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` (``…_total`` for a counter) that carry ``labels``."""
+    return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
 
 
 def push_packets(

@@ -90,18 +90,17 @@ class Front:
         if method not in route.methods and not (method == "HEAD" and "GET" in route.methods):
             await _send(send, Reply.problem(_not_allowed(method, path, route.methods)), method)
             return
-        started = time.perf_counter()
         try:
             if route.handler is not None:
                 reply = self.respond(route, scope)
             else:
-                reply = await self._respond_body(route, scope, receive, started)
+                reply = await self._respond_body(route, scope, receive)
         except Disconnected:
             return
         except Exception:
             log.exception("unhandled_error", path=path)
             reply = Reply.problem(internal_error())
-            self._record(route.name, reply.status, started)
+            self._record(route.name, reply.status, time.perf_counter())
         await _send(send, reply, method)
 
     async def _run_lifespan(self, receive: Receive, send: Send) -> None:
@@ -133,7 +132,9 @@ class Front:
             if route.auth:
                 authorization = _header(scope, b"authorization")
                 key = self.policy.authenticate(authorization, params.get("api_key"))
-            args = {p.name: p.parse(params) for p in route.params}
+            args = {}
+            for param in route.params:  # a loop: no comprehension frame (3.11)
+                args[param.name] = param.parse(params)
             if route.cost is not None:
                 self.service.charge(key, route.cost(args))
             reply = route.handler(Call(self.service, args, key, self.routes))
@@ -147,10 +148,9 @@ class Front:
         self._finish(route.name, reply, started, key)
         return reply
 
-    async def _respond_body(
-        self, route: Route, scope: Scope, receive: Receive, started: float
-    ) -> Reply:
+    async def _respond_body(self, route: Route, scope: Scope, receive: Receive) -> Reply:
         assert route.body_handler is not None
+        started = time.perf_counter()
         call = Call(self.service, {}, "", self.routes, _header(scope, b"content-length"),
                     _body(receive))  # fmt: skip
         try:

@@ -14,7 +14,7 @@ from typing import Final
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from qrng_dd.errors import PacketError, PoolFullError, StateError
-from qrng_dd.gateway import derive
+from qrng_dd.gateway import derive, report
 from qrng_dd.gateway.api import OCTET, TEXT, Call, Reply
 from qrng_dd.gateway.openapi import DOCS_HTML, openapi_document
 from qrng_dd.gateway.problem import Problem, bad_parameter
@@ -72,14 +72,14 @@ def randomness(call: Call) -> Reply:
 
 
 def status(call: Call) -> Reply:
-    document = call.service.status()
+    document = report.status(call.service)
     policy = call.service.policy
     document["caller"] = {"key": fingerprint(call.key), "limits": policy.budget(call.key)}
     return Reply.json(document)
 
 
 def health(call: Call) -> Reply:
-    code, body = call.service.health()
+    code, body = report.health(call.service)
     return Reply.json(body, code)
 
 

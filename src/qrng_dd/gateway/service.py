@@ -22,7 +22,6 @@ import structlog
 from qrng_dd.config import GatewaySettings
 from qrng_dd.errors import REJECT_REASONS, PacketError, PoolFullError, StateError
 from qrng_dd.gateway import derive
-from qrng_dd.gateway.documents import Health, HealthState, Source, StateInfo, Status
 from qrng_dd.gateway.metrics import GatewayMetrics
 from qrng_dd.gateway.policy import Policy
 from qrng_dd.gateway.pool import EntropyPool
@@ -32,9 +31,6 @@ from qrng_dd.ratelimit import RateLimiter
 from qrng_dd.wire.packet import Packet, decode_telemetry
 
 log = structlog.get_logger("qrng_dd.gateway")
-
-HEALTHY_FILL = 30.0
-DEGRADED_FILL = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +77,11 @@ class EntropyService:
         self.pool = EntropyPool(settings.buffer_size, settings.buffer_overflow_policy)
         # The state directory (P3 across restarts): opened and locked before anything else,
         # so a bad one stops the gateway at start with one line naming QRNG_STATE_DIR.
-        self._state: StateDir | None = None
+        self.state_dir: StateDir | None = None
         marks = None
         if settings.state_dir is not None:
-            self._state = StateDir(settings.state_dir, settings.gateway_id)
-            marks = self._state.load()
+            self.state_dir = StateDir(settings.state_dir, settings.gateway_id)
+            marks = self.state_dir.load()
         self.verifier = PacketVerifier(
             settings.packet_key(),
             settings.gateway_id,
@@ -95,7 +91,9 @@ class EntropyService:
             marks=marks,
         )
         self.journal = (
-            StateJournal(self._state, self.verifier.marks) if self._state is not None else None
+            StateJournal(self.state_dir, self.verifier.marks)
+            if self.state_dir is not None
+            else None
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = metrics or GatewayMetrics()
@@ -116,7 +114,7 @@ class EntropyService:
         self._rejected_counters = {r: m.packets_rejected.labels(r) for r in REJECT_REASONS}
         self._overflow_counter = m.bytes_dropped.labels("overflow")
         self._evicted_counter = m.bytes_dropped.labels("evicted")
-        self._state_counter = m.bytes_dropped.labels("state")
+        self.state_dir_counter = m.bytes_dropped.labels("state")
         self._accepted_counters: dict[str, Any] = {}
         self._received_counters: dict[str, Any] = {}
 
@@ -244,7 +242,7 @@ class EntropyService:
             await self.journal.durable(received.generation)
         except OSError as err:
             size = len(received.packet.data)
-            self._state_counter.inc(size)
+            self.state_dir_counter.inc(size)
             log.error("state_write_failed", state_dir=str(self.settings.state_dir),
                       error=str(err), dropped_bytes=size)  # fmt: skip
             raise StateError(str(err)) from None
@@ -286,13 +284,13 @@ class EntropyService:
 
     async def close(self) -> None:
         """Write the last marks and release the state directory (at shutdown)."""
-        if self.journal is None or self._state is None:
+        if self.journal is None or self.state_dir is None:
             return
         try:
             await self.journal.flush()
         except OSError as err:
-            log.error("state_write_failed", state_dir=str(self._state.directory), error=str(err))
-        self._state.close()
+            log.error("state_write_failed", state_dir=str(self.state_dir.directory), error=str(err))
+        self.state_dir.close()
 
     # -- serving --------------------------------------------------------------------------
 
@@ -346,67 +344,6 @@ class EntropyService:
         """Seconds a client should wait: collectors push every 100 ms by default."""
         return 1
 
-    def _source_status(self, now: float) -> dict[str, Source]:
-        sources: dict[str, Source] = {}
-        for name, state in self.verifier.sources.items():
-            entry: Source = {
-                "last_seq": state.last_seq,
-                "last_telemetry_seq": None if state.telemetry is None else state.telemetry.seq,
-                "last_packet_age_seconds": round(max(0.0, now - state.last_seen), 3),
-                "packets_accepted": state.accepted,
-                "sequence_gaps": state.gaps,
-                "late_packets": state.late,
-                "restarts": state.restarts,
-                "loss_ratio": round(state.gaps / (state.gaps + state.accepted), 6)
-                if state.accepted
-                else 0.0,
-            }
-            t = self.telemetry.get(name)
-            if t is not None:
-                entry["telemetry_age_seconds"] = round(max(0.0, now - t.received), 3)
-                entry["appliances"] = _health_map(t.stats)
-                entry["telemetry"] = t.stats
-            sources[name] = entry
-        return sources
-
-    def warnings(self, now: float | None = None) -> list[str]:
-        """Human-readable reasons this gateway is not at its best."""
-        now = self.clock() if now is None else now
-        out: list[str] = []
-        fill = self.pool.fill_percent
-        if fill < DEGRADED_FILL:
-            out.append(f"pool critically low: {fill:.1f}% full")
-        elif fill < HEALTHY_FILL:
-            out.append(f"pool low: {fill:.1f}% full")
-        if self.last_packet_at is None:
-            out.append("no packet received yet")
-        elif not self.link_up(now):
-            out.append(f"link down: no packet for {now - self.last_packet_at:.0f} s")
-        if self._state is None:
-            out.append(
-                "no QRNG_STATE_DIR: after a restart, replays are refused by creation time alone"
-            )
-        if now < self.verifier.quiet_until:
-            out.append(
-                f"quiet start: packets created before the start plus the allowed clock skew "
-                f"are refused for {self.verifier.quiet_until - now:.0f} s more "
-                "(no sequence memory of an earlier run)"
-            )
-        out += [f"source {name} is quarantined" for name in self.quarantined()]
-        for source, t in self.telemetry.items():
-            if t.stats.get("output_paused"):
-                out.append(f"collector {source} is not pushing: {t.stats.get('paused_reason')}")
-        return out
-
-    def quarantined(self) -> list[str]:
-        """``collector/appliance`` names whose collector reports them quarantined (P5)."""
-        return sorted(
-            f"{source}/{appliance}"
-            for source, t in self.telemetry.items()
-            for appliance, state in _health_map(t.stats).items()
-            if state == "quarantined"
-        )
-
     def link_up(self, now: float | None = None) -> bool:
         """A packet (data or heartbeat) arrived within three telemetry intervals.
 
@@ -417,67 +354,7 @@ class EntropyService:
         last = self.last_packet_at
         return last is not None and now - last <= 3 * self.settings.telemetry_interval_s
 
-    def health(self) -> tuple[int, Health]:
-        """(HTTP status, body) for ``/health``: 503 only when unhealthy (< 10 % full).
 
-        A link that is down makes a full pool ``degraded``: the pool drains with nothing
-        coming in, and an operator must hear of it before it is empty.
-        """
-        fill = self.pool.fill_percent
-        status: HealthState
-        if fill < DEGRADED_FILL:
-            status = "unhealthy"
-        elif fill < HEALTHY_FILL or not self.link_up():
-            status = "degraded"
-        else:
-            status = "healthy"
-        body: Health = {
-            "status": status,
-            "buffer_fill_percent": round(fill, 3),
-            "uptime_seconds": round(self.clock() - self.started, 3),
-            "warnings": self.warnings(),
-        }
-        return (503 if status == "unhealthy" else 200), body
-
-    def status(self) -> Status:
-        """The full ``/api/status`` document."""
-        now = self.clock()
-        _, health = self.health()
-        return {
-            "status": health["status"],
-            "gateway_id": self.settings.gateway_id,
-            "buffer_fill_percent": health["buffer_fill_percent"],
-            "buffer_bytes_available": self.pool.available,
-            "buffer_capacity_bytes": self.pool.capacity,
-            "buffer_overflow_policy": self.pool.policy,
-            "oldest_data_age_seconds": round(self.pool.oldest_age(), 3),
-            "uptime_seconds": health["uptime_seconds"],
-            "total_requests_served": self.requests_served,
-            "total_bytes_served": self.pool.taken_total,
-            "bytes_dropped": self.pool.dropped_total,
-            "bytes_evicted": self.pool.evicted_total,
-            "link_up": self.link_up(now),
-            "last_packet_age_seconds": None
-            if self.last_packet_at is None
-            else round(max(0.0, now - self.last_packet_at), 3),
-            "state": self.state_status(),
-            "sources": self._source_status(now),
-            "quarantined": self.quarantined(),
-            "rejected_packets": {str(reason): n for reason, n in self.rejected.items()},
-            "warnings": health["warnings"],
-        }
-
-    def state_status(self) -> StateInfo:
-        """Where the sequence memory lives and whether it covers packets from before the start."""
-        return {
-            "dir": None if self._state is None else str(self._state.directory),
-            "remembers_previous_run": self.verifier.remembers,
-            "quiet_until_unix": round(self.verifier.quiet_until, 3),
-            "writes": 0 if self.journal is None else self.journal.writes,
-            "write_failures": 0 if self.journal is None else self.journal.failures,
-        }
-
-
-def _health_map(stats: dict[str, Any]) -> dict[str, str]:
+def health_map(stats: dict[str, Any]) -> dict[str, str]:
     health = stats.get("health")
     return {str(k): str(v) for k, v in health.items()} if isinstance(health, dict) else {}

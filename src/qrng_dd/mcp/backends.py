@@ -12,6 +12,7 @@ import httpx
 
 from qrng_dd import __version__
 from qrng_dd.errors import EntropyExhaustedError, QrngError
+from qrng_dd.gateway import report
 from qrng_dd.gateway.problem import Problem
 from qrng_dd.gateway.routes import BY_NAME
 
@@ -113,7 +114,7 @@ class ServiceBackend:
         return self._draw("uuid", {"count": count}, lambda: self.service.uuids(count))
 
     async def status(self) -> Mapping[str, Any]:
-        return self.service.status()
+        return report.status(self.service)
 
 
 class HttpBackend:

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import re
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -319,8 +320,8 @@ def decode(raw: bytes, key: PacketKey) -> Packet:
     return open_body(body, key)
 
 
-def encode_telemetry(stats: dict[str, Any]) -> bytes:
-    """Serialise collector statistics for a ``TELEMETRY`` packet."""
+def encode_telemetry(stats: Mapping[str, object]) -> bytes:
+    """Serialise collector statistics (:class:`qrng_dd.wire.telemetry.Telemetry`)."""
     data: bytes = msgpack.packb(stats, use_bin_type=True)
     return data
 

@@ -1,11 +1,7 @@
-"""Tests for the Quantis-compatible appliance simulator (`qrng_dd.appliance`)."""
+"""Tests for the simulator's app (`qrng_dd.simulator.app`): the Quantis API and the controls."""
 
 from __future__ import annotations
 
-import argparse
-import socket
-import ssl
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -14,27 +10,10 @@ import numpy as np
 import pytest
 from starlette.applications import Starlette
 
-from qrng_dd import appliance
-from qrng_dd.appliance import (
-    MAX_STREAM_BYTES,
-    ApplianceAddress,
-    Faults,
-    TokenBucket,
-    add_arguments,
-    create_app,
-    effective_bias,
-    generate_bytes,
-    run,
-    serve_appliance,
-)
+from qrng_dd.simulator.app import MAX_QUANTITY, MAX_STREAM_BYTES, REPEAT_HISTORY_BYTES, create_app
+from qrng_dd.simulator.faults import MAX_LATENCY_MS, Faults
 
 BASE = "http://appliance.test"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """Run the async tests on asyncio, the loop uvicorn serves on."""
-    return "asyncio"
 
 
 def _client(app: Starlette) -> httpx.AsyncClient:
@@ -48,16 +27,6 @@ async def _get(faults: Faults, path: str, **params: Any) -> httpx.Response:
 
 def _one_fraction(data: bytes) -> float:
     return float(np.unpackbits(np.frombuffer(data, dtype=np.uint8)).mean())
-
-
-class _FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -175,7 +144,7 @@ async def test_double_defaults_to_the_unit_interval() -> None:
         ("/api/2.0/int", {"max": 2**31}),
         ("/api/2.0/int", {"min": -(2**31) - 1}),
         ("/api/2.0/int", {"quantity": 0}),
-        ("/api/2.0/int", {"quantity": appliance.MAX_QUANTITY + 1}),
+        ("/api/2.0/int", {"quantity": MAX_QUANTITY + 1}),
         ("/api/2.0/short", {"max": 32768}),
         ("/api/2.0/short", {"min": "x"}),
         ("/api/2.0/double", {"min": 1.0, "max": 1.0}),
@@ -234,14 +203,6 @@ async def test_bias_half_gives_clearly_more_one_bits() -> None:
     assert 0.48 < _one_fraction(fair.content) < 0.52
 
 
-def test_generate_bytes_keeps_exact_length_across_bias_chunks() -> None:
-    """Biased output has exactly n bytes, also past one chunk; bias=1 is all ones."""
-    n = appliance._BIAS_CHUNK + 3
-    assert len(generate_bytes(n, Faults(bias=0.2))) == n
-    assert generate_bytes(0, Faults(bias=0.2)) == b""
-    assert generate_bytes(16, Faults(bias=1.0)) == b"\xff" * 16
-
-
 @pytest.mark.anyio
 async def test_error_rate_one_answers_500_with_an_html_page() -> None:
     """error_rate=1 fails every API request with a 500 HTML page, like a dead appliance."""
@@ -295,7 +256,7 @@ async def test_control_endpoint_changes_faults_at_runtime() -> None:
         {"error_rate": True},
         {"latency_ms": -1},
         {"latency_ms": 1.5},
-        {"latency_ms": appliance.MAX_LATENCY_MS + 1},
+        {"latency_ms": MAX_LATENCY_MS + 1},
         {"max_bitrate": -8},
         {"stuck": 1},
         {"stuck": True, "colour": "red"},
@@ -397,11 +358,11 @@ async def test_replays_are_not_added_to_the_history() -> None:
 async def test_repeat_history_keeps_exactly_the_last_mebibyte() -> None:
     """The replayable history is the last REPEAT_HISTORY_BYTES served, trimmed from the front."""
     faults = Faults()
-    half = appliance.REPEAT_HISTORY_BYTES // 2
+    half = REPEAT_HISTORY_BYTES // 2
     async with _client(create_app(faults)) as client:
         chunks = [await _stream(client, half) for _ in range(3)]
         faults.repeat = 1.0
-        replay = await _stream(client, appliance.REPEAT_HISTORY_BYTES)
+        replay = await _stream(client, REPEAT_HISTORY_BYTES)
     assert replay == chunks[1] + chunks[2]
 
 
@@ -417,17 +378,6 @@ async def test_repeat_zero_never_replays_earlier_output() -> None:
         assert not windows & seen
         seen |= windows
     assert stats["repeated_bytes"] == 0
-
-
-def test_effective_bias_grows_per_mebibyte_served_up_to_one() -> None:
-    """The drifted bias is bias + drift per MiB served, capped at 1; no drift, no change."""
-    mib = 1024 * 1024
-    assert effective_bias(0.1, 0.0, 50 * mib) == 0.1
-    assert effective_bias(0.1, 0.2, 0) == 0.1
-    assert effective_bias(0.1, 0.2, mib // 2) == pytest.approx(0.2)
-    assert effective_bias(0.0, 0.25, 3 * mib) == pytest.approx(0.75)
-    assert effective_bias(0.5, 1.0, 10 * mib) == 1.0
-    assert effective_bias(0.0, 1e308, 10 * mib) == 1.0
 
 
 @pytest.mark.anyio
@@ -604,167 +554,3 @@ async def test_bitrate_cap_makes_a_large_request_wait(sleeps: list[float]) -> No
     """With an 8000 bit/s cap (800-bit burst), 1100 bytes wait for the missing 8000 bits."""
     await _get(Faults(max_bitrate=8000), "/api/2.0/streambytes", size=1100)
     assert sleeps == [pytest.approx(1.0)]
-
-
-def test_token_bucket_without_a_cap_never_waits() -> None:
-    """Rate 0 means no cap: any request is served at once."""
-    bucket = TokenBucket(clock=_FakeClock())
-    assert bucket.reserve(10**12, 0) == 0.0
-
-
-def test_token_bucket_serves_a_burst_then_makes_requests_wait() -> None:
-    """A fresh cap holds 100 ms of bits; beyond that each request waits for its own bits."""
-    clock = _FakeClock()
-    bucket = TokenBucket(clock=clock)
-    rate = 4_000_000
-    assert bucket.reserve(400_000, rate) == 0.0
-    assert bucket.reserve(400_000, rate) == pytest.approx(0.1)
-    # A second request queued behind the first waits for both.
-    assert bucket.reserve(400_000, rate) == pytest.approx(0.2)
-
-
-def test_token_bucket_refills_with_time_up_to_its_burst() -> None:
-    """Idle time pays back the debt and refills, but never beyond 100 ms of bits."""
-    clock = _FakeClock()
-    bucket = TokenBucket(clock=clock)
-    rate = 16_000_000
-    bucket.reserve(1_600_000 + 800_000, rate)  # 50 ms in debt
-    clock.now += 0.05
-    assert bucket.reserve(0, rate) == pytest.approx(0.0, abs=1e-9)
-    clock.now += 3600
-    assert bucket.reserve(1_600_000, rate) == 0.0
-    assert bucket.reserve(1_600_000, rate) == pytest.approx(0.1)
-
-
-def test_token_bucket_follows_a_rate_change() -> None:
-    """A new rate applies to the next request; turning the cap off and on starts full."""
-    clock = _FakeClock()
-    bucket = TokenBucket(clock=clock)
-    assert bucket.reserve(1_000, 1_000) == pytest.approx(0.9)
-    assert bucket.reserve(1_000, 2_000) == pytest.approx(0.95)
-    assert bucket.reserve(1_000, 0) == 0.0
-    assert bucket.reserve(100, 1_000) == 0.0
-
-
-def test_token_bucket_ignores_a_clock_that_goes_backwards() -> None:
-    """A clock step backwards refills nothing instead of draining the bucket."""
-    clock = _FakeClock()
-    bucket = TokenBucket(clock=clock)
-    bucket.reserve(800, 8_000)
-    clock.now -= 10
-    assert bucket.reserve(800, 8_000) == pytest.approx(0.1)
-
-
-def _parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
-def test_cli_arguments_have_the_documented_defaults() -> None:
-    """Defaults are plain HTTP on 127.0.0.1:8443 with no faults (DESIGN §9)."""
-    args = _parse()
-    assert (args.host, args.port, args.tls) == ("127.0.0.1", 8443, False)
-    assert (args.error_rate, args.latency_ms, args.stuck, args.bias, args.max_bitrate) == (
-        0.0,
-        0,
-        False,
-        0.0,
-        0,
-    )
-    assert (args.repeat, args.drift) == (0.0, 0.0)
-    args = _parse("--tls", "--stuck", "--bias", "0.2", "--max-bitrate", "4000000")
-    assert (args.tls, args.stuck, args.bias, args.max_bitrate) == (True, True, 0.2, 4_000_000)
-    args = _parse("--repeat", "0.25", "--drift", "0.01")
-    assert (args.repeat, args.drift) == (0.25, 0.01)
-
-
-def test_cli_passes_repeat_and_drift_to_the_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
-    """run builds its Faults from --repeat and --drift, next to the older fault options."""
-    served: list[Faults] = []
-
-    async def fake_serve(host: str, port: int, *, tls: bool, faults: Faults) -> None:
-        served.append(faults)
-
-    monkeypatch.setattr(appliance, "serve_appliance", fake_serve)
-    assert run(_parse("--repeat", "0.5", "--drift", "2", "--bias", "0.1")) == 0
-    assert served == [Faults(bias=0.1, repeat=0.5, drift=2.0)]
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--bias", "1.5"], "qrng-dd appliance: --bias must be between 0 and 1\n"),
-        (["--error-rate", "-0.1"], "qrng-dd appliance: --error-rate must be between 0 and 1\n"),
-        (["--latency-ms", "-1"], "qrng-dd appliance: --latency-ms must be between 0 and "),
-        (["--max-bitrate", "-1"], "qrng-dd appliance: --max-bitrate must be at least 0\n"),
-        (["--bias", "nan"], "qrng-dd appliance: --bias must be between 0 and 1\n"),
-        (["--repeat", "1.5"], "qrng-dd appliance: --repeat must be between 0 and 1\n"),
-        (["--drift", "-0.1"], "qrng-dd appliance: --drift must be a finite number, at least 0\n"),
-        (["--drift", "inf"], "qrng-dd appliance: --drift must be a finite number, at least 0\n"),
-    ],
-)
-def test_cli_refuses_bad_fault_values_with_one_line(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A bad option prints one line naming it and returns 2 without serving."""
-    assert run(_parse(*argv)) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(message)
-    assert err.count("\n") == 1
-
-
-def test_cli_reports_a_busy_port_and_returns_1(capsys: pytest.CaptureFixture[str]) -> None:
-    """A port already in use is one clear line and exit status 1, not a traceback."""
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", 0))
-        blocker.listen()
-        port = blocker.getsockname()[1]
-        assert run(_parse("--port", str(port))) == 1
-    assert capsys.readouterr().err.startswith(
-        f"qrng-dd appliance: cannot listen on 127.0.0.1:{port}"
-    )
-
-
-def _strict_context(cafile: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=cafile)
-    context.verify_flags |= ssl.VERIFY_X509_STRICT
-    return context
-
-
-@pytest.mark.anyio
-async def test_served_over_https_with_a_certificate_the_client_can_trust() -> None:
-    """serve_appliance(tls=True) on a free port answers over HTTPS, verified against its cert."""
-    ready = anyio.Event()
-    address = ApplianceAddress()
-    faults = Faults()
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_serve_tls, faults, ready, address)
-            await ready.wait()
-            assert address.url == f"https://127.0.0.1:{address.port}"
-            assert address.cert_path is not None
-            cert_path: Path = address.cert_path
-            key_path = anyio.Path(cert_path.parent / "appliance-key.pem")
-            assert not await key_path.exists(), "the key must not stay on disk once loaded"
-            context = _strict_context(str(cert_path))
-            async with httpx.AsyncClient(base_url=address.url, verify=context) as client:
-                response = await client.get("/api/2.0/streambytes", params={"size": 1024})
-                posted = await client.post("/sim/faults", json={"stuck": True})
-                stuck = await client.get("/api/2.0/streambytes", params={"size": 32})
-            tg.cancel_scope.cancel()
-    assert response.status_code == 200
-    assert len(response.content) == 1024
-    assert posted.json()["stuck"] is True
-    assert len(set(stuck.content)) == 1
-    assert not await anyio.Path(cert_path).exists()
-
-
-async def _serve_tls(faults: Faults, ready: anyio.Event, address: ApplianceAddress) -> None:
-    await serve_appliance("127.0.0.1", 0, tls=True, faults=faults, ready=ready, address=address)
-
-
-def test_self_signed_key_file_is_private(tmp_path: Path) -> None:
-    """The generated private key is readable by its owner only."""
-    _, key_path = appliance.generate_self_signed(tmp_path)
-    assert key_path.stat().st_mode & 0o077 == 0

@@ -1,0 +1,7 @@
+"""``python -m bench``: see `bench.command`."""
+
+import sys
+
+from bench.command import main
+
+sys.exit(main())

@@ -1,0 +1,47 @@
+"""The telemetry document a collector sends each gateway (DESIGN §6). Types only.
+
+A ``TELEMETRY`` packet carries one MessagePack map (:func:`qrng_dd.wire.packet.encode_telemetry`)
+of counters and states, never a byte of entropy and never a secret: it crosses the same link as
+the data and ends up in the gateway's status page and metrics. The collector builds a
+:class:`Telemetry` and always sends every field. A gateway must still read each field as
+possibly absent or of the wrong type (:func:`~qrng_dd.wire.packet.decode_telemetry` returns an
+unchecked map): the peer may be an older or a newer collector.
+
+Maps keyed by appliance use the source's name (``host:port`` or the file path).
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+
+class Telemetry(TypedDict):
+    """One collector's statistics as one gateway receives them."""
+
+    collector_id: str
+    #: Seconds since the collector started (its sequences start there too).
+    uptime_seconds: float
+    mixing: str
+    min_sources: int
+    sources_configured: int
+    #: Sources whose batches went into the last output.
+    sources_contributing: int
+    #: True when fewer than ``min_sources`` are healthy; ``paused_reason`` says why ("" if not).
+    output_paused: bool
+    paused_reason: str
+    #: Per appliance: "healthy", "startup" or "quarantined".
+    health: dict[str, str]
+    fetch_errors: dict[str, int]
+    fetched_bytes: dict[str, int]
+    #: Per appliance: bytes that went into the output, and bytes a test threw away.
+    mixed_bytes: dict[str, int]
+    discarded_bytes: dict[str, int]
+    health_failures: dict[str, int]
+    #: Entropy bytes this gateway has accepted (a 409 replay counts: it got them before).
+    pushed_bytes: int
+    #: The last data seq whose fate is settled, so the gateway can count loss at the tail.
+    data_seq: int
+    #: Bytes never delivered, by reason: "buffer_full", "refused", "expired".
+    dropped_bytes: dict[str, int]
+    #: Bytes waiting in this gateway's outbox.
+    buffered_bytes: int
