@@ -24,7 +24,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
-from qrng_dd.gateway.problem import Problem, bad_parameter
+from qrng_dd.gateway.problem import PROBLEM, Problem, bad_parameter
 
 if TYPE_CHECKING:
     from qrng_dd.config import GatewaySettings
@@ -71,7 +71,7 @@ class Reply:
 
     @classmethod
     def problem(cls, problem: Problem) -> Reply:
-        return cls(problem.body(), "application/problem+json", problem.status, problem.headers)
+        return cls(problem.body(), PROBLEM, problem.status, problem.headers)
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         length = (b"content-length", b"%d" % len(self.body))
@@ -230,4 +230,7 @@ class Route:
 
     def parse(self, params: Params) -> Args:
         """Every parameter parsed and range-checked. Raises: Problem 400."""
-        return {p.name: p.parse(params) for p in self.params}
+        args: Args = {}
+        for param in self.params:  # a loop: no comprehension frame on the hot path (3.11)
+            args[param.name] = param.parse(params)
+        return args

@@ -132,9 +132,7 @@ class Front:
             if route.auth:
                 authorization = _header(scope, b"authorization")
                 key = self.policy.authenticate(authorization, params.get("api_key"))
-            args = {}
-            for param in route.params:  # a loop: no comprehension frame (3.11)
-                args[param.name] = param.parse(params)
+            args = route.parse(params)
             if route.cost is not None:
                 self.service.charge(key, route.cost(args))
             reply = route.handler(Call(self.service, args, key, self.routes))

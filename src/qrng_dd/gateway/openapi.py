@@ -53,7 +53,7 @@ def _operation(route: Route) -> dict[str, Any]:
                 "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
             },
         }
-    operation: dict[str, Any] = {"summary": route.summary, "operationId": route.name}
+    operation: dict[str, Any] = {"summary": route.summary}
     if route.auth:
         operation["security"] = _SECURED
     if route.params:
@@ -74,10 +74,10 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
     for route in routes:
         operation = _operation(route)
         ops = paths.setdefault(route.path, {})
-        for method in route.methods:
-            ops[method.lower()] = {**operation, "operationId": f"{route.name}_{method.lower()}"}
-            if len(route.methods) == 1:
-                ops[method.lower()]["operationId"] = route.name
+        for method in map(str.lower, route.methods):
+            # One method: the route's name; several: one id each, as OpenAPI requires.
+            op_id = route.name if len(route.methods) == 1 else f"{route.name}_{method}"
+            ops[method] = {"operationId": op_id, **operation}
     return {
         "openapi": "3.1.0",
         "info": {

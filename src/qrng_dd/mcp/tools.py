@@ -80,10 +80,8 @@ class GatewayStatus(BaseModel):
 
 
 def _arg(route: str, name: str) -> Any:
-    """The REST route's parameter as a pydantic field: the same limits, default and text."""
+    """The REST route's integer parameter as a pydantic field: the same limits and text."""
     param = BY_NAME[route].bind(None).param(name)
-    if param.choices:
-        return Field(description=param.description)
     text = f"{param.description[0].upper()}{param.description[1:]}."
     return Field(ge=param.low, le=param.maximum, description=text)
 
