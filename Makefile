@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## the whole diode on localhost with the simulator
 	$(BIN)/qrng-dd demo
 
-test: $(STAMP)  ## every test suite, end-to-end included
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP)  ## every test suite, end-to-end included, with the branch-coverage floor
+	$(BIN)/python -m pytest $(if $(PYTEST_ARGS),,--cov) $(PYTEST_ARGS)  # a subset skips the floor
 
-check: $(STAMP)  ## lint and type-check
+check: $(STAMP)  ## lint and type-check (src, tests and bench, mypy strict)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy

@@ -96,7 +96,7 @@ async def test_the_http_transport_posts_once_and_counts_failed_attempts(
     async with client:
         transport = HttpTransport(TARGET, client, lambda: failures.append(None))
         assert await transport.send(b"packet") is outcome
-    assert [(r.url, r.content) for r in requests] == [("http://gw.test/push", b"packet")]
+    assert [(str(r.url), r.content) for r in requests] == [("http://gw.test/push", b"packet")]
     assert requests[0].headers["content-type"] == "application/x-msgpack"
     assert len(failures) == errors
     assert transport.chunk_size == HTTP_CHUNK == wire.MAX_DATA_BYTES - wire.AEAD_TAG_BYTES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import shlex
@@ -44,10 +45,14 @@ def _accepted(gw: RunningGateway, source: str = "collector") -> int:
     return int(entry["packets_accepted"]) if entry else 0
 
 
+def _holds_more_than(gw: RunningGateway, count: int) -> bool:
+    return bool(gw.status()["buffer_bytes_available"] > count)
+
+
 def _drain(gw: RunningGateway, chunk: int = 65536) -> bytes:
     """What the gateway's pool holds, through /api/random, until it is seen empty (the
     collector keeps pushing meanwhile: waiting for a 503 races its pushes)."""
-    parts = []
+    parts: list[bytes] = []
     with gw.client() as c:
         while True:
             n = min(chunk, gw.status()["buffer_bytes_available"])
@@ -99,7 +104,7 @@ def test_two_gateways_fed_by_one_collector_never_share_a_block(appliance: Runnin
         env["QRNG_GATEWAY_PUSH_URL"] = f"g0={g0.url}/push,g1={g1.url}/push"
         with start_collector(env):
             for gw in (g0, g1):
-                eventually(lambda gw=gw: gw.status()["buffer_bytes_available"] > 32768)
+                eventually(functools.partial(_holds_more_than, gw, 32768))
         outputs = [_drain(g0), _drain(g1)]
     blocks = [{out[i : i + 16] for i in range(0, len(out) - 15, 16)} for out in outputs]
     assert len(blocks[0]) > 1000
@@ -140,7 +145,7 @@ def test_one_failing_appliance_of_two_keeps_the_flow_and_shows_in_status() -> No
 
             def errors_shown() -> bool:
                 telemetry = gw.status()["sources"]["collector"].get("telemetry", {})
-                return telemetry.get("fetch_errors", {}).get(name_b, 0) > 0
+                return bool(telemetry.get("fetch_errors", {}).get(name_b, 0) > 0)
 
             eventually(errors_shown, what="fetch errors in status")
             filled = gw.status()["buffer_bytes_available"]

@@ -96,7 +96,7 @@ def _caught(gw: RunningGateway, faulty: list[Running], rounds_after: int = 8) ->
 
         def quarantined(setup: str = setup, bad: Running = bad) -> bool:
             t = _telemetry(gw, setup)
-            return t.get("health_failures", {}).get(_name(bad), 0) >= 1
+            return bool(t.get("health_failures", {}).get(_name(bad), 0) >= 1)
 
         eventually(quarantined, 30, f"{setup}: faulty appliance quarantined")
     # Then some more rounds, so a leak after the quarantine would have had its chance.
@@ -160,13 +160,12 @@ def test_a_source_turning_biased_mid_run_pools_nothing_served_after_the_switch()
     before the switch, in every setup."""
     with _matrix() as (gw, faulty, _):
         for setup, bad in zip(SETUPS, faulty, strict=True):
-            eventually(
-                lambda setup=setup, bad=bad: (
-                    _telemetry(gw, setup).get("mixed_bytes", {}).get(_name(bad), 0) > 4 * FETCH
-                ),
-                30,
-                f"{setup}: flow before the switch",
-            )
+
+            def flowing(setup: str = setup, bad: Running = bad) -> bool:
+                mixed = _telemetry(gw, setup).get("mixed_bytes", {})
+                return bool(mixed.get(_name(bad), 0) > 4 * FETCH)
+
+            eventually(flowing, 30, f"{setup}: flow before the switch")
         for bad in faulty:
             set_faults(bad, bias=0.3)
         _caught(gw, faulty)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import httpx2
 import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -118,7 +119,7 @@ async def test_rest_and_mcp_give_the_same_429_under_the_byte_budget() -> None:
                 headers={"Authorization": f"Bearer {KEY_B}"},
             )
         async with (
-            httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY_B}"}, timeout=20.0) as h,
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {KEY_B}"}, timeout=20.0) as h,
             Client(streamable_http_client(f"{gw.url}/mcp", http_client=h)) as client,
         ):
             tools = [await client.call_tool("get_random_bytes", {"count": 4096}) for _ in range(3)]

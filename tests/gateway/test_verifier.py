@@ -165,7 +165,8 @@ def test_checks_run_in_the_contract_order(key: PacketKey) -> None:
     def signed(dest: str, ts_us: int, crc_ok: bool, seq: int) -> bytes:
         crc = zlib.crc32(p.data) if crc_ok else 0
         body = msgpack.packb([p.id, 0, p.source, dest, seq, ts_us, p.data, crc])
-        return msgpack.packb([1, body, key.tag(body)], use_bin_type=True)
+        raw: bytes = msgpack.packb([1, body, key.tag(body)], use_bin_type=True)
+        return raw
 
     assert _reason(v, signed("other", 0, False, 1)) == "wrong_dest"
     assert _reason(v, signed("gateway", 0, False, 1)) == "bad_crc"

@@ -85,6 +85,9 @@ class RecordingBackend:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
+    def bind(self, caller: str | None) -> RecordingBackend:
+        return self
+
     async def random_bytes(self, count: int) -> bytes:
         self.calls.append("random_bytes")
         return bytes(count)
