@@ -10,13 +10,8 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from qrng_dd.config import (
-    CollectorSettings,
-    GatewaySettings,
-    McpSettings,
-    load,
-    parse_push_target,
-)
+from qrng_dd.addresses import parse_push_target
+from qrng_dd.config import CollectorSettings, GatewaySettings, McpSettings, load
 from qrng_dd.errors import ConfigError
 
 HMAC = "ab" * 32

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from qrng_dd.config import CollectorSettings, GatewaySettings, McpSettings, variable_names
-from qrng_dd.wire.packet import encode_telemetry
+from qrng_dd.wire.telemetry import encode_telemetry
 from tests.support.gateway import make_raw, next_seq, push_packets, start_gateway
 
 ROOT = Path(__file__).resolve().parent.parent

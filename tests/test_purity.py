@@ -30,6 +30,7 @@ PURE = [
     "gateway.problem",
     "gateway.policy",
     "ratelimit",
+    "addresses",
 ]
 FORBIDDEN = ["asyncio", "anyio", "httpx", "starlette", "uvicorn", "socket", "mcp"]
 # pydantic-settings itself imports asyncio and socket; config still does no I/O of its own.

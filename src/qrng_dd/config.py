@@ -15,9 +15,7 @@ logs (P6).
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -31,9 +29,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from qrng_dd.addresses import PushTarget, parse_host_port, parse_push_target
 from qrng_dd.collector.batchtests import MIN_BATCH_BYTES
 from qrng_dd.errors import ConfigError
 from qrng_dd.gateway.pool import OverflowPolicy
+from qrng_dd.tlsfiles import check_tls_files
 from qrng_dd.wire.packet import MAX_DATA_BYTES, MIN_KEY_BYTES, PacketKey, valid_id
 
 Role = Literal["gateway", "collector", "mcp"]
@@ -47,84 +47,6 @@ def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",")] if value.strip() else []
     return value
-
-
-class _EncryptedKeyError(Exception):
-    """Raised by :func:`_refuse_passphrase`: the key file needs a passphrase."""
-
-
-def _refuse_passphrase() -> bytes:
-    # Without a callback OpenSSL would prompt on the terminal for an encrypted key, and a
-    # service started by systemd or Kubernetes would hang there instead of failing.
-    raise _EncryptedKeyError
-
-
-def _check_readable(variable: str, path: Path) -> None:
-    """Raise the one-line error for ``variable`` if ``path`` is not a file we can read."""
-    if not path.is_file():
-        msg = f"{variable}: {path} is not a readable file"
-        raise ValueError(msg)
-    try:
-        path.read_bytes()
-    except OSError as err:
-        msg = f"{variable}: cannot read {path}: {err.strerror or err}"
-        raise ValueError(msg) from err
-
-
-def _ssl_reason(err: ssl.SSLError) -> str:
-    """`` (OPENSSL_REASON)`` when OpenSSL gave one, else nothing."""
-    return f" ({err.reason})" if err.reason else ""
-
-
-def _check_tls_files(
-    ca: tuple[str, Path | None],
-    cert: tuple[str, Path | None],
-    key: tuple[str, Path | None],
-) -> None:
-    """Load a CA bundle and a certificate + key the way the TLS stack will, naming the culprit.
-
-    Each argument is ``(variable name, path or None)``. Loading them here, at settings
-    validation, turns a missing, unreadable, non-PEM, encrypted or mismatched file into one
-    line that names its variable at startup, instead of an OpenSSL traceback (or a terminal
-    passphrase prompt) on the first connection.
-
-    Raises:
-        ValueError: the message starts with the variable at fault.
-    """
-    (cert_var, cert_path), (key_var, key_path) = cert, key
-    if (cert_path is None) != (key_path is None):
-        msg = f"{cert_var} and {key_var}: set both or neither"
-        raise ValueError(msg)
-    for variable, path in (ca, cert, key):
-        if path is not None:
-            _check_readable(variable, path)
-    scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    for variable, path in (ca, cert):
-        if path is None:
-            continue
-        try:
-            # Also for the client certificate: it tells "no certificate in this file" apart
-            # from a bad key, which load_cert_chain reports alike ("PEM lib").
-            scratch.load_verify_locations(cafile=path)
-        except ssl.SSLError as err:
-            msg = f"{variable}: {path} holds no PEM certificate{_ssl_reason(err)}"
-            raise ValueError(msg) from None
-    if cert_path is None or key_path is None:
-        return
-    try:
-        scratch.load_cert_chain(cert_path, key_path, password=_refuse_passphrase)
-    except _EncryptedKeyError:
-        msg = (
-            f"{key_var}: {key_path} is encrypted; give it unencrypted "
-            "(and protect it with file permissions instead)"
-        )
-        raise ValueError(msg) from None
-    except ssl.SSLError as err:
-        if err.reason == "KEY_VALUES_MISMATCH":
-            msg = f"{key_var}: {key_path} is not the private key of the certificate in {cert_var}"
-        else:
-            msg = f"{key_var}: {key_path} is not a PEM private key{_ssl_reason(err)}"
-        raise ValueError(msg) from None
 
 
 def _check_id(value: str) -> str:
@@ -197,55 +119,6 @@ class _Keyed(_Base):
         return PacketKey.from_hex(self.hmac_secret_key.get_secret_value())
 
 
-@dataclass(frozen=True, slots=True)
-class PushTarget:
-    """One entry of ``QRNG_GATEWAY_PUSH_URL``: the gateway id and where to reach it."""
-
-    gateway_id: str
-    url: str
-    scheme: Literal["http", "https", "udp"]
-    host: str
-    port: int
-
-
-def parse_push_target(text: str) -> PushTarget:
-    """Parse ``[id=]https://host:7764/push`` or ``[id=]udp://host:port``.
-
-    Raises:
-        ValueError: the entry is malformed.
-    """
-    gateway_id, sep, url = text.partition("=")
-    if not sep:
-        gateway_id, url = "gateway", text
-    if not valid_id(gateway_id):
-        msg = f"gateway id {gateway_id!r} must be 1-64 characters of [A-Za-z0-9._-]"
-        raise ValueError(msg)
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-        host = None
-    else:
-        host = parts.hostname
-    if parts.scheme not in ("http", "https", "udp") or not host:
-        msg = f"{url!r} is not an http(s)://host[:port]/path or udp://host:port URL"
-        raise ValueError(msg)
-    if parts.scheme == "udp" and port is None:
-        msg = f"{url!r} needs a port"
-        raise ValueError(msg)
-    default = 443 if parts.scheme == "https" else 80
-    return PushTarget(gateway_id, url, parts.scheme, host, port or default)  # type: ignore[arg-type]
-
-
-def _parse_host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        msg = f"{text!r} is not host:port"
-        raise ValueError(msg)
-    return host.strip("[]"), int(port)
-
-
 class GatewaySettings(_Keyed):
     """``qrng-dd gateway``."""
 
@@ -300,7 +173,7 @@ class GatewaySettings(_Keyed):
     def _check_udp(cls, value: str | None) -> str | None:
         if value in (None, "", "off"):
             return None
-        _parse_host_port(value)
+        parse_host_port(value)
         return value
 
     @model_validator(mode="after")
@@ -311,7 +184,7 @@ class GatewaySettings(_Keyed):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             msg = "QRNG_TLS_CLIENT_CA_FILE: needs QRNG_TLS_CERT_FILE and QRNG_TLS_KEY_FILE"
             raise ValueError(msg)
-        _check_tls_files(
+        check_tls_files(
             ("QRNG_TLS_CLIENT_CA_FILE", self.tls_client_ca_file),
             ("QRNG_TLS_CERT_FILE", self.tls_cert_file),
             ("QRNG_TLS_KEY_FILE", self.tls_key_file),
@@ -320,7 +193,7 @@ class GatewaySettings(_Keyed):
 
     @property
     def udp_address(self) -> tuple[str, int] | None:
-        return None if self.udp_listen is None else _parse_host_port(self.udp_listen)
+        return None if self.udp_listen is None else parse_host_port(self.udp_listen)
 
     @property
     def burst(self) -> float:
@@ -397,12 +270,12 @@ class CollectorSettings(_Keyed):
 
     @model_validator(mode="after")
     def _check_push_tls(self) -> CollectorSettings:
-        _check_tls_files(
+        check_tls_files(
             ("QRNG_GATEWAY_CA_FILE", self.gateway_ca_file),
             ("QRNG_GATEWAY_CLIENT_CERT_FILE", self.gateway_client_cert_file),
             ("QRNG_GATEWAY_CLIENT_KEY_FILE", self.gateway_client_key_file),
         )
-        _check_tls_files(("QRNG_APPLIANCE_CA_FILE", self.appliance_ca_file), ("", None), ("", None))
+        check_tls_files(("QRNG_APPLIANCE_CA_FILE", self.appliance_ca_file), ("", None), ("", None))
         return self
 
     @property

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"qrng-dd test-source: cannot read {args.url}: {err}", file=sys.stderr)
         return 2
     report = randomness_report(data)
-    passed = bool(report["passed"]) and bool(health["passed"])
+    passed = report["passed"] and bool(health["passed"])
     if args.json:
         print(json.dumps({"source": args.url, "health_tests": health, "report": report,
                           "passed": passed}, indent=2))  # fmt: skip
@@ -97,13 +97,11 @@ def run(args: argparse.Namespace) -> int:
         f"{health['rct_cutoff']}, APT cutoff {health['apt_cutoff']}): "
         + ("pass" if health["passed"] else f"FAIL {health['alarms']}")
     )
-    tests: list[dict[str, Any]] = report["tests"]  # type: ignore[assignment]
-    for test in tests:
-        detail = (
-            f"p={test['p_value']:.4f}"
-            if "p_value" in test
-            else f"{test.get('blocks_failed')}/{test.get('blocks_tested')} blocks failed"
-        )
+    for test in report["tests"]:
+        if "p_value" in test:
+            detail = f"p={test['p_value']:.4f}"
+        else:
+            detail = f"{test['blocks_failed']}/{test['blocks_tested']} blocks failed"
         print(f"  {'pass' if test['passed'] else 'FAIL':4}  {test['name']:28} {detail}")
     print(
         f"  Shannon entropy {report['shannon_entropy_bits_per_byte']:.4f} bits/byte, "

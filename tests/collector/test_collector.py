@@ -18,6 +18,7 @@ from qrng_dd.collector.service import Collector
 from qrng_dd.collector.sources import FileSource, QuantisSource, SourceError
 from qrng_dd.config import CollectorSettings, load
 from qrng_dd.wire import packet as wire
+from qrng_dd.wire.telemetry import decode_telemetry, encode_telemetry
 
 HMAC = "cd" * 32
 
@@ -292,10 +293,10 @@ async def test_telemetry_carries_no_entropy_and_no_secret() -> None:
     """Telemetry is counters and states: no key material, and it survives the wire intact."""
     async with Collector(_settings()) as collector:
         telemetry = collector.telemetry("gateway")
-    encoded = wire.encode_telemetry(telemetry)
+    encoded = encode_telemetry(telemetry)
     assert HMAC.encode() not in encoded
     assert bytes.fromhex(HMAC) not in encoded
-    assert wire.decode_telemetry(encoded) == telemetry
+    assert decode_telemetry(encoded) == telemetry
     assert telemetry["sources_configured"] == 2
     assert telemetry["output_paused"] is True
     assert telemetry["paused_reason"] == "starting"
@@ -328,7 +329,7 @@ async def test_the_final_flush_sends_the_bytes_of_the_round_in_flight_at_stop() 
 
     def gateway(request: httpx.Request) -> httpx.Response:
         if _is_telemetry(request.content):
-            heartbeats.append(wire.decode_telemetry(wire.decode(request.content, key).data))
+            heartbeats.append(decode_telemetry(wire.decode(request.content, key).data))
         else:
             pushed.append(request.content)
         return httpx.Response(200, json={})

@@ -7,7 +7,7 @@ import uuid
 
 from qrng_dd.collector.packets import PacketBuilder, uuid4_bytes
 from qrng_dd.wire import packet as wire
-from qrng_dd.wire.telemetry import Telemetry
+from qrng_dd.wire.telemetry import Telemetry, decode_telemetry
 from tests.collector.fakes import FakeClock
 
 START = 1_764_201_600.25  # a wall-clock time in seconds
@@ -49,7 +49,7 @@ def test_heartbeats_have_a_sequence_of_their_own(key: wire.PacketKey) -> None:
     heartbeat = wire.decode(packets.telemetry("g0", _telemetry(0)), key)
     assert heartbeat.seq == START_US + 1
     assert heartbeat.telemetry
-    assert wire.decode_telemetry(heartbeat.data) == _telemetry(0)
+    assert decode_telemetry(heartbeat.data) == _telemetry(0)
     assert packets.data("g0", b"x").seq == START_US + 3
 
 

@@ -7,6 +7,7 @@ import httpx
 import pytest
 from anyio.abc import SocketAttribute
 
+from qrng_dd.addresses import PushTarget, parse_push_target
 from qrng_dd.collector.push import (
     HTTP_CHUNK,
     Delivery,
@@ -16,7 +17,6 @@ from qrng_dd.collector.push import (
     UdpTransport,
     outcome_for_status,
 )
-from qrng_dd.config import PushTarget, parse_push_target
 from qrng_dd.wire import packet as wire
 from tests.collector.fakes import FakeClock
 

@@ -18,7 +18,7 @@ import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from qrng_dd.wire.packet import encode_telemetry
+from qrng_dd.wire.telemetry import encode_telemetry
 from tests.support.gateway import (
     RunningGateway,
     clean_environ,

@@ -23,7 +23,8 @@ from qrng_dd.config import GatewaySettings, load
 from qrng_dd.gateway.server import GatewayServer, build_app
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.net import bind
-from qrng_dd.wire.packet import MAX_PACKET_BYTES, PacketKey, encode_telemetry
+from qrng_dd.wire.packet import MAX_PACKET_BYTES, PacketKey
+from qrng_dd.wire.telemetry import encode_telemetry
 from tests.conftest import KEY_HEX
 from tests.support.gateway import make_raw
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,17 +14,16 @@ from qrng_dd.gateway import randomness
 from qrng_dd.gateway.randomness import (
     FIPS_BLOCK_BYTES,
     MIN_BYTES,
+    RandomnessReport,
     fips_failures_allowed,
-    igamc,
     randomness_report,
 )
+from qrng_dd.gateway.special import igamc
 
 
-def _tests(report: dict[str, object]) -> dict[str, dict[str, object]]:
+def _tests(report: RandomnessReport) -> dict[str, dict[str, Any]]:
     """The report's test entries by name."""
-    entries = report["tests"]
-    assert isinstance(entries, list)
-    return {entry["name"]: entry for entry in entries}
+    return {entry["name"]: dict(entry) for entry in report["tests"]}
 
 
 def _seeded(n: int, seed: int) -> bytes:

@@ -20,7 +20,8 @@ from qrng_dd.gateway import report
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.gateway.state import STATE_FILE, StateDir, StateJournal
 from qrng_dd.gateway.verifier import SourceMark
-from qrng_dd.wire.packet import PacketKey, encode_telemetry
+from qrng_dd.wire.packet import PacketKey
+from qrng_dd.wire.telemetry import encode_telemetry
 from tests.conftest import KEY_HEX
 from tests.support.gateway import make_raw
 

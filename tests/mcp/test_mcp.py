@@ -30,7 +30,8 @@ from qrng_dd.gateway.service import EntropyService
 from qrng_dd.mcp.backends import BackendError, HttpBackend, ServiceBackend
 from qrng_dd.mcp.http import origin_allowed
 from qrng_dd.mcp.tools import create_server, quarantined_sources
-from qrng_dd.wire.packet import PacketKey, encode_telemetry
+from qrng_dd.wire.packet import PacketKey
+from qrng_dd.wire.telemetry import encode_telemetry
 from tests.support.gateway import (
     RunningGateway,
     clean_environ,

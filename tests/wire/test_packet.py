@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from qrng_dd.errors import PacketError
 from qrng_dd.wire import packet as wire
 from qrng_dd.wire.packet import Packet, PacketKey
+from qrng_dd.wire.telemetry import decode_telemetry
 from tests.conftest import make_packet
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "packet-v1.json").read_text())
@@ -58,7 +59,7 @@ def test_telemetry_vector_carries_a_map() -> None:
     case = next(c for c in CASES if c["name"] == "telemetry")
     packet = wire.decode(bytes.fromhex(case["packet_hex"]), VECTOR_KEY)
     assert packet.telemetry
-    assert isinstance(wire.decode_telemetry(packet.data), dict)
+    assert isinstance(decode_telemetry(packet.data), dict)
 
 
 def test_payload_key_matches_the_vector_file() -> None:

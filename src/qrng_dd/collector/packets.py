@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from qrng_dd.wire import packet as wire
-from qrng_dd.wire.telemetry import Telemetry
+from qrng_dd.wire.telemetry import Telemetry, encode_telemetry
 
 
 def uuid4_bytes() -> bytes:
@@ -90,7 +90,7 @@ class PacketBuilder:
         """The next heartbeat for ``gateway_id``, on its own sequence."""
         self._telemetry_seq[gateway_id] += 1
         seq = self._telemetry_seq[gateway_id]
-        data = wire.encode_telemetry(document)
+        data = encode_telemetry(document)
         return self._encode(gateway_id, seq, self._flags | wire.FLAG_TELEMETRY, data)
 
     def settle(self, gateway_id: str, seq: int) -> None:

@@ -28,8 +28,8 @@ import anyio
 import httpx
 import structlog
 
+from qrng_dd.addresses import PushTarget
 from qrng_dd.collector.schedule import backoff_delay
-from qrng_dd.config import PushTarget
 from qrng_dd.wire import packet as wire
 
 log = structlog.get_logger("qrng_dd.collector")

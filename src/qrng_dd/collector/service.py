@@ -29,6 +29,7 @@ import anyio
 import httpx
 import structlog
 
+from qrng_dd.addresses import PushTarget
 from qrng_dd.collector import clients
 from qrng_dd.collector.batchtests import BatchTester
 from qrng_dd.collector.health import HealthMonitor, SourceState
@@ -38,7 +39,7 @@ from qrng_dd.collector.packets import PacketBuilder
 from qrng_dd.collector.push import Delivery, HttpTransport, Pacer, Transport, UdpTransport
 from qrng_dd.collector.schedule import OutputState, Round, Schedule, SourceSlot
 from qrng_dd.collector.sources import SourceError, open_source
-from qrng_dd.config import CollectorSettings, PushTarget
+from qrng_dd.config import CollectorSettings
 from qrng_dd.wire.telemetry import Telemetry
 
 log = structlog.get_logger("qrng_dd.collector")

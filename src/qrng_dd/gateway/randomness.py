@@ -40,17 +40,22 @@ FIPS blocks are processed in chunks so memory stays bounded for large inputs. Pu
 from __future__ import annotations
 
 import math
+from typing import Literal, NotRequired, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
+
+from qrng_dd.gateway.special import binomial_sf, igamc
 
 __all__ = [
     "FAIL_P_VALUE",
     "FIPS_BLOCK_BYTES",
     "MIN_BYTES",
     "SIGNIFICANCE",
+    "FipsTest",
+    "PValueTest",
+    "RandomnessReport",
     "fips_failures_allowed",
-    "igamc",
     "randomness_report",
 ]
 
@@ -97,94 +102,50 @@ _BLOCK_FREQUENCY_M = 128
 # SP 800-90B §6.3.1: z_(1-0.005) = 2.576 gives the 99% upper confidence bound on p_max.
 _Z_99 = 2.576
 
-# igamc: relative precision, iteration cap and the smallest positive float guard of the
-# modified Lentz continued fraction (Numerical Recipes, 2nd ed., §6.2 gser / gcf). The series
-# and the fraction both converge in O(sqrt(a)) steps near x ~ a; the cap is far above that for
-# every a this module uses (a = blocks / 2).
-_EPS = 1e-15
-_ITMAX = 100_000
-_FPMIN = 1e-300
-
 _POPCOUNT = np.array([bin(b).count("1") for b in range(256)], dtype=np.int64)
 # Transitions between the 7 adjacent bit pairs inside a byte (bit i vs bit i+1).
 _INTRA_TRANSITIONS = np.array([bin((b ^ (b >> 1)) & 0x7F).count("1") for b in range(256)])
 
 _U8 = npt.NDArray[np.uint8]
 
-
-def igamc(a: float, x: float) -> float:
-    """
-    Return the regularized upper incomplete gamma function Q(a, x) = Γ(a, x) / Γ(a).
-
-    This is SP 800-22's ``igamc``. For x < a + 1 it sums the series of P(a, x) and returns
-    1 - P; otherwise it evaluates the continued fraction of Q with the modified Lentz method.
-
-    Args:
-        a: shape, > 0.
-        x: lower limit of integration, >= 0.
-
-    Returns:
-        Q(a, x) in [0, 1].
-
-    Raises:
-        ValueError: if ``a <= 0`` or ``x < 0``.
-    """
-    if not (a > 0 and x >= 0):
-        msg = f"igamc needs a > 0 and x >= 0, got a={a!r}, x={x!r}"
-        raise ValueError(msg)
-    if x == 0:
-        return 1.0
-    log_prefactor = -x + a * math.log(x) - math.lgamma(a)
-    if x < a + 1:
-        return max(0.0, 1.0 - _gamma_series(a, x, log_prefactor))
-    return min(1.0, _gamma_fraction(a, x, log_prefactor))
+Verdict = Literal["pass", "weak", "fail"]
 
 
-def _gamma_series(a: float, x: float, log_prefactor: float) -> float:
-    """P(a, x) by its power series (converges for x < a + 1)."""
-    ap, term = a, 1.0 / a
-    total = term
-    for _ in range(_ITMAX):
-        ap += 1.0
-        term *= x / ap
-        total += term
-        if abs(term) < abs(total) * _EPS:
-            break
-    return total * math.exp(log_prefactor)
+@final  # so that `"p_value" in test` tells the two kinds of entry apart
+class FipsTest(TypedDict):
+    """A FIPS 140-2 test, judged on how many of the 20,000-bit blocks failed it."""
+
+    name: str
+    reference: str
+    passed: bool
+    blocks_tested: int
+    blocks_failed: int
+    failures_allowed: int
 
 
-def _gamma_fraction(a: float, x: float, log_prefactor: float) -> float:
-    """Q(a, x) by its continued fraction, modified Lentz method (converges for x >= a + 1)."""
-    b = x + 1.0 - a
-    c = 1.0 / _FPMIN
-    d = 1.0 / b
-    h = d
-    for i in range(1, _ITMAX):
-        an = -i * (i - a)
-        b += 2.0
-        d = an * d + b
-        d = d if abs(d) >= _FPMIN else _FPMIN
-        c = b + an / c
-        c = c if abs(c) >= _FPMIN else _FPMIN
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < _EPS:
-            break
-    return h * math.exp(log_prefactor)
+@final
+class PValueTest(TypedDict):
+    """A test over the whole bit string, judged on its p-value."""
+
+    name: str
+    reference: str
+    passed: bool
+    p_value: float
+    statistic: float | None
+    block_bits: NotRequired[int]
+    blocks: NotRequired[int]
 
 
-def _binomial_sf(n: int, p: float, k: int) -> float:
-    """P(Binomial(n, p) > k): terms in log space (lgamma), summed up the tail until negligible."""
-    log_p, log_q, log_n_fact = math.log(p), math.log1p(-p), math.lgamma(n + 1)
-    total = 0.0
-    for j in range(k + 1, n + 1):
-        log_term = log_n_fact - math.lgamma(j + 1) - math.lgamma(n - j + 1)
-        term = math.exp(log_term + j * log_p + (n - j) * log_q)
-        total += term
-        if j > n * p and term <= total * _EPS:  # past the mode the terms only shrink
-            break
-    return total
+class RandomnessReport(TypedDict):
+    """``POST /api/test/randomness``; see the module docstring for how to read it."""
+
+    bytes_tested: int
+    tests: list[FipsTest | PValueTest]
+    shannon_entropy_bits_per_byte: float
+    min_entropy_bits_per_byte: float
+    verdict: Verdict
+    passed: bool
+    note: str
 
 
 def fips_failures_allowed(blocks: int, test: str = "monobit") -> int:
@@ -208,7 +169,7 @@ def fips_failures_allowed(blocks: int, test: str = "monobit") -> int:
     """
     rate = _FIPS_BLOCK_FALSE_RATE[test]
     k = int(blocks * rate)  # below the mean the tail is far above the target
-    while _binomial_sf(blocks, rate, k) > _FIPS_REPORT_FALSE_RATE:
+    while binomial_sf(blocks, rate, k) > _FIPS_REPORT_FALSE_RATE:
         k += 1
     return min(k, blocks - 1)
 
@@ -307,17 +268,17 @@ def _entropies(x: _U8) -> tuple[float, float]:
     return max(0.0, shannon), -math.log2(p_upper)
 
 
-def _p_entry(name: str, reference: str, p_value: float, **extra: object) -> dict[str, object]:
+def _p_entry(name: str, reference: str, p_value: float, statistic: float | None) -> PValueTest:
     return {
         "name": name,
         "reference": reference,
         "passed": p_value >= SIGNIFICANCE,
         "p_value": p_value,
-        **extra,
+        "statistic": statistic,
     }
 
 
-def randomness_report(data: bytes) -> dict[str, object]:
+def randomness_report(data: bytes) -> RandomnessReport:
     """
     Run the self-test battery over ``data`` and return a JSON-ready report.
 
@@ -344,7 +305,7 @@ def randomness_report(data: bytes) -> dict[str, object]:
 
     blocks = x.size // FIPS_BLOCK_BYTES
     fips_names = ("monobit", "poker", "runs", "long_run")
-    fips = [
+    fips: list[FipsTest] = [
         {
             "name": f"fips140_2_{name}",
             "reference": "FIPS 140-2 §4.9.1",
@@ -360,16 +321,11 @@ def randomness_report(data: bytes) -> dict[str, object]:
     chi2, p_block, m_blocks = _block_frequency(x)
     v_obs, p_runs = _runs(x, ones, n)
     r, p_serial = _serial_correlation(x)
+    block = _p_entry("sp800_22_block_frequency", "SP 800-22 rev. 1a §2.2", p_block, chi2)
+    block["block_bits"], block["blocks"] = _BLOCK_FREQUENCY_M, m_blocks
     p_tests = [
         _p_entry("sp800_22_frequency", "SP 800-22 rev. 1a §2.1", p_freq, statistic=s_obs),
-        _p_entry(
-            "sp800_22_block_frequency",
-            "SP 800-22 rev. 1a §2.2",
-            p_block,
-            statistic=chi2,
-            block_bits=_BLOCK_FREQUENCY_M,
-            blocks=m_blocks,
-        ),
+        block,
         _p_entry("sp800_22_runs", "SP 800-22 rev. 1a §2.3", p_runs, statistic=v_obs),
         _p_entry(
             "serial_correlation", "Knuth TAOCP vol. 2 §3.3.2 (lag-1, bytes)", p_serial, statistic=r
@@ -377,6 +333,7 @@ def randomness_report(data: bytes) -> dict[str, object]:
     ]
 
     p_values = [p_freq, p_block, p_runs, p_serial]
+    verdict: Verdict
     if any(not entry["passed"] for entry in fips) or min(p_values) < FAIL_P_VALUE:
         verdict = "fail"
     elif min(p_values) < SIGNIFICANCE:

@@ -28,7 +28,8 @@ from qrng_dd.gateway.pool import EntropyPool
 from qrng_dd.gateway.state import StateDir, StateJournal
 from qrng_dd.gateway.verifier import PacketVerifier
 from qrng_dd.ratelimit import RateLimiter
-from qrng_dd.wire.packet import Packet, decode_telemetry
+from qrng_dd.wire.packet import Packet
+from qrng_dd.wire.telemetry import decode_telemetry
 
 log = structlog.get_logger("qrng_dd.gateway")
 

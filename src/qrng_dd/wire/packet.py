@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import re
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -45,9 +44,6 @@ MAX_DATA_BYTES: Final = 1_048_576
 #: The whole encoded packet may exceed the data by at most 1 KiB of framing; anything larger
 #: is refused before it is parsed (DoS: the check costs one ``len``).
 MAX_PACKET_BYTES: Final = MAX_DATA_BYTES + 1024
-#: Telemetry is a small map of counters; a bound keeps a compromised-but-keyed peer from
-#: making the gateway build huge structures.
-MAX_TELEMETRY_BYTES: Final = 65_536
 
 MIN_KEY_BYTES: Final = 32
 TAG_BYTES: Final = 32
@@ -206,7 +202,7 @@ def _check_fields(
         raise ValueError(msg)
 
 
-def _unpack(data: bytes, what: str, **limits: Any) -> Any:
+def unpack_bounded(data: bytes, what: str, **limits: Any) -> Any:
     """MessagePack with every container limit closed unless the caller opens it.
 
     Raises:
@@ -244,7 +240,7 @@ def open_frame(raw: bytes) -> tuple[bytes, bytes]:
     # the unpacker below only ever sees input that claims our shape.
     if raw[:2] != b"\x93\x01":
         raise PacketError("malformed", "not a version 1 frame")
-    frame = _unpack(raw, "frame", raw=True, max_array_len=3, max_str_len=0)
+    frame = unpack_bounded(raw, "frame", raw=True, max_array_len=3, max_str_len=0)
     if not (
         isinstance(frame, list)
         and len(frame) == 3
@@ -263,7 +259,9 @@ def parse_body(body: bytes) -> Body:
     Raises:
         PacketError: ``malformed``.
     """
-    fields = _unpack(body, "body", max_array_len=8, max_str_len=64, max_bin_len=MAX_DATA_BYTES)
+    fields = unpack_bounded(
+        body, "body", max_array_len=8, max_str_len=64, max_bin_len=MAX_DATA_BYTES
+    )
     if not isinstance(fields, list) or len(fields) != 8:
         raise PacketError("malformed", "body is not an 8-item array")
     packet_id, flags, source, dest, seq, ts_us, data, crc = fields
@@ -318,23 +316,3 @@ def decode(raw: bytes, key: PacketKey) -> Packet:
     body = parse_body(body_bytes)
     check_crc(body)
     return open_body(body, key)
-
-
-def encode_telemetry(stats: Mapping[str, object]) -> bytes:
-    """Serialise collector statistics (:class:`qrng_dd.wire.telemetry.Telemetry`)."""
-    data: bytes = msgpack.packb(stats, use_bin_type=True)
-    return data
-
-
-def decode_telemetry(data: bytes) -> dict[str, Any]:
-    """Parse a telemetry payload (authenticated already), bounded in size and shape.
-
-    Raises:
-        PacketError: ``malformed``.
-    """
-    if len(data) > MAX_TELEMETRY_BYTES:
-        raise PacketError("malformed", "telemetry payload too large")
-    stats = _unpack(data, "telemetry", max_array_len=1024, max_map_len=1024, max_str_len=4096)
-    if not isinstance(stats, dict):
-        raise PacketError("malformed", "telemetry is not a map")
-    return stats

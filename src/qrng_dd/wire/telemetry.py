@@ -1,18 +1,28 @@
-"""The telemetry document a collector sends each gateway (DESIGN §6). Types only.
+"""The telemetry document a collector sends each gateway (DESIGN §6). How it is typed and encoded.
 
-A ``TELEMETRY`` packet carries one MessagePack map (:func:`qrng_dd.wire.packet.encode_telemetry`)
-of counters and states, never a byte of entropy and never a secret: it crosses the same link as
-the data and ends up in the gateway's status page and metrics. The collector builds a
-:class:`Telemetry` and always sends every field. A gateway must still read each field as
-possibly absent or of the wrong type (:func:`~qrng_dd.wire.packet.decode_telemetry` returns an
-unchecked map): the peer may be an older or a newer collector.
+A ``TELEMETRY`` packet carries one MessagePack map (:func:`encode_telemetry`) of counters and
+states, never a byte of entropy and never a secret: it crosses the same link as the data and ends
+up in the gateway's status page and metrics. The collector builds a :class:`Telemetry` and always
+sends every field. A gateway must still read each field as possibly absent or of the wrong type
+(:func:`decode_telemetry` returns an unchecked map): the peer may be an older or a newer
+collector.
 
 Maps keyed by appliance use the source's name (``host:port`` or the file path).
 """
 
 from __future__ import annotations
 
-from typing import TypedDict
+from collections.abc import Mapping
+from typing import Any, Final, TypedDict
+
+import msgpack
+
+from qrng_dd.errors import PacketError
+from qrng_dd.wire.packet import unpack_bounded
+
+#: Telemetry is a small map of counters; a bound keeps a compromised-but-keyed peer from
+#: making the gateway build huge structures.
+MAX_TELEMETRY_BYTES: Final = 65_536
 
 
 class Telemetry(TypedDict):
@@ -45,3 +55,25 @@ class Telemetry(TypedDict):
     dropped_bytes: dict[str, int]
     #: Bytes waiting in this gateway's outbox.
     buffered_bytes: int
+
+
+def encode_telemetry(stats: Mapping[str, object]) -> bytes:
+    """Serialise collector statistics (:class:`qrng_dd.wire.telemetry.Telemetry`)."""
+    data: bytes = msgpack.packb(stats, use_bin_type=True)
+    return data
+
+
+def decode_telemetry(data: bytes) -> dict[str, Any]:
+    """Parse a telemetry payload (authenticated already), bounded in size and shape.
+
+    Raises:
+        PacketError: ``malformed``.
+    """
+    if len(data) > MAX_TELEMETRY_BYTES:
+        raise PacketError("malformed", "telemetry payload too large")
+    stats = unpack_bounded(
+        data, "telemetry", max_array_len=1024, max_map_len=1024, max_str_len=4096
+    )
+    if not isinstance(stats, dict):
+        raise PacketError("malformed", "telemetry is not a map")
+    return stats
