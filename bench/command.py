@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench.cases_client import case_client
 from bench.cases_collector import case_cpu
 from bench.cases_ingest import case_e2e, case_ingest, case_udp
 from bench.cases_serving import (
@@ -61,6 +62,7 @@ def _steps(cases: set[str]) -> list[tuple[str, Callable[[Bench], None]]]:
         "udp": case_udp,
         "cpu": case_cpu,
         "rss": case_rss,
+        "client": case_client,
     }
     return steps + [(name, fn) for name, fn in named.items() if name in cases]
 

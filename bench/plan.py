@@ -28,6 +28,7 @@ CASES: Final = (
     "cpu",
     "rss",
     "granian",
+    "client",
 )
 
 
