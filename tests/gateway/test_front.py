@@ -168,6 +168,28 @@ async def test_the_key_comes_from_the_bearer_header_first_then_the_query(
 
 
 @pytest.mark.anyio
+async def test_a_repeated_query_is_parsed_once_but_authenticated_charged_and_drawn_each_time() -> (
+    None
+):
+    """The front keeps parsed queries per route (the hot path's memo): a second identical
+    request still checks its key, still draws fresh bytes, and a bad value is never kept."""
+    async with _client() as client:
+        await _fill(client, 4096)
+        before = await _available(client)
+        bodies = set()
+        for _ in range(3):
+            for headers, url, status in _AUTH:
+                response = await client.get(url, headers=headers)
+                assert response.status_code == status, (url, response.text)
+                if status == 200 and "random" in url:
+                    bodies.add(response.text)
+            assert _problem(await client.get("/api/random?bytes=0", headers=BEARER), 400)
+        draws = 3 * sum(1 for _, url, status in _AUTH if status == 200 and "random" in url)
+        assert len(bodies) == draws  # every draw fresh
+        assert await _available(client) <= before - draws * 4
+
+
+@pytest.mark.anyio
 async def test_unknown_paths_and_methods_are_problems() -> None:
     """404 and 405 (with Allow) read like every other refusal; HEAD is GET without a body."""
     async with _client() as client:

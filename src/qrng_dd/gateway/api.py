@@ -36,7 +36,8 @@ OCTET: Final = "application/octet-stream"
 _INT: Final = re.compile(r"[+-]?[0-9]{1,30}")
 
 Params = Mapping[str, str]
-Args = dict[str, Any]
+#: Parsed arguments; read-only, so the front may hand the same ones to many calls.
+Args = Mapping[str, Any]
 #: A limit or default: a number, or a function of this gateway's settings.
 Setting = int | str | Callable[["GatewaySettings"], int]
 
@@ -63,7 +64,7 @@ class Reply:
         self.status = status
         self.headers = headers
         #: The policy's pairs for the caller (no-store, RateLimit), sent first, already bytes.
-        self.extra: list[tuple[bytes, bytes]] = []
+        self.extra: Sequence[tuple[bytes, bytes]] = ()
 
     @classmethod
     def json(cls, content: Any, status: int = 200) -> Reply:
@@ -230,7 +231,7 @@ class Route:
 
     def parse(self, params: Params) -> Args:
         """Every parameter parsed and range-checked. Raises: Problem 400."""
-        args: Args = {}
+        args: dict[str, Any] = {}
         for param in self.params:  # a loop: no comprehension frame on the hot path (3.11)
             args[param.name] = param.parse(params)
         return args
