@@ -31,6 +31,8 @@ PURE = [
     "gateway.policy",
     "ratelimit",
     "addresses",
+    "seeder.options",
+    "seeder.stats",
 ]
 FORBIDDEN = ["asyncio", "anyio", "httpx", "starlette", "uvicorn", "socket", "mcp"]
 # pydantic-settings itself imports asyncio and socket; config still does no I/O of its own.

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("qrng_dd.demo", "simulator, collector and gateway in one process"),
     "test-source": ("qrng_dd.testsource", "health tests and a randomness report of a source"),
     "keygen": ("qrng_dd.keygen", "print a fresh HMAC key (or, with --api-key, an API key)"),
+    "seed": ("qrng_dd.seeder.command", "feed the kernel's entropy pool from a gateway"),
 }
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -32,7 +33,7 @@ class AsyncClient:
         *,
         timeout: float = 10.0,
         max_wait: float = DEFAULT_MAX_WAIT_S,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url, key = settings(url, api_key)

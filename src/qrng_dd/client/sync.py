@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import ssl
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -58,7 +59,8 @@ class Client:
         max_wait: seconds one call may spend waiting on ``Retry-After`` (429 and 503) before
             it raises :class:`~qrng_dd.client.RateLimitedError` or
             :class:`~qrng_dd.client.EntropyUnavailableError`; 0 never waits.
-        verify: TLS verification, as httpx takes it (a CA bundle path for a private CA).
+        verify: TLS verification: True (the system's CAs), or an ``ssl.SSLContext`` trusting
+            a private CA (``ssl.create_default_context(cafile=...)``).
 
     Raises:
         ClientError: every failure, as one of its subclasses; never a fallback value.
@@ -71,7 +73,7 @@ class Client:
         *,
         timeout: float = 10.0,
         max_wait: float = DEFAULT_MAX_WAIT_S,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url, key = settings(url, api_key)
