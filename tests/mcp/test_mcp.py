@@ -26,6 +26,8 @@ from mcp_types import CallToolResult, TextContent
 
 from mcp import Client, StdioServerParameters, stdio_client
 from qrng_dd.config import GatewaySettings, load
+from qrng_dd.gateway.openapi import openapi_document
+from qrng_dd.gateway.routes import ROUTES
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.mcp.backends import BackendError, HttpBackend, ServiceBackend
 from qrng_dd.mcp.http import origin_allowed
@@ -300,9 +302,15 @@ def test_origins_are_loopback_or_listed() -> None:
 # -- HTTP backend against canned answers ------------------------------------------------------
 
 
+#: What a gateway with the default settings says about its routes (the client reads its limits).
+_OPENAPI = openapi_document([route.bind(_service().settings) for route in ROUTES])
+
+
 def _canned(status: int, body: str, headers: dict[str, str] | None = None) -> httpx.MockTransport:
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.headers["authorization"] == f"Bearer {API_KEY}"
+        if request.url.path == "/openapi.json":
+            return httpx.Response(200, json=_OPENAPI)
         return httpx.Response(status, text=body, headers=headers)
 
     return httpx.MockTransport(handler)
@@ -324,9 +332,9 @@ def _problem(status: int, detail: str) -> str:
         ),
         (401, _problem(401, "unknown API key"), None, "refused the API key: unknown API key"),
         (400, _problem(400, "bad count"), None, "Bad arguments: bad count"),
-        (500, "oops", None, "The gateway failed: HTTP 500: oops"),
-        (200, "zz", None, "not hex text"),
-        (200, "abcd", None, "2 bytes instead of 8"),
+        (500, "oops", None, "The gateway failed: HTTP 500: Internal Server Error"),
+        (200, "zz", None, "2 bytes instead of 8"),
+        (200, "abcdef", None, "6 bytes instead of 8"),
     ],
 )
 async def test_gateway_answers_become_tool_errors_that_say_why(

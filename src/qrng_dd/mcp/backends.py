@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 
-from qrng_dd import __version__
+from qrng_dd.client import AsyncClient, ClientError
+from qrng_dd.client.protocol import FailureKind
 from qrng_dd.errors import EntropyExhaustedError, QrngError
 from qrng_dd.gateway import report
 from qrng_dd.gateway.problem import Problem
@@ -23,12 +24,6 @@ log = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
-
-# One MCP process serves one user or a few agents; 16 connections to the gateway are plenty
-# and keep a runaway model from opening thousands.
-_LIMITS: Final = httpx.Limits(max_connections=16, max_keepalive_connections=8)
-
-FailureKind = Literal["short", "rate_limited", "unauthorized", "unreachable", "refused", "gateway"]
 
 
 class BackendError(QrngError):
@@ -118,7 +113,12 @@ class ServiceBackend:
 
 
 class HttpBackend:
-    """A gateway's REST API over one pooled HTTP client. Use as ``async with``."""
+    """A gateway's REST API through the SDK's :class:`~qrng_dd.client.AsyncClient`, which
+    checks every answer against what its route promises. Use as ``async with``.
+
+    It never waits on ``Retry-After`` (``max_wait=0``): an agent is told at once, with the
+    wait, and decides itself.
+    """
 
     def __init__(
         self,
@@ -129,17 +129,8 @@ class HttpBackend:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.gateway_url = gateway_url.rstrip("/")
-        self.timeout = timeout
-        self._client = httpx.AsyncClient(
-            base_url=self.gateway_url,
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "User-Agent": f"qrng-dd-mcp/{__version__}",
-            },
-            timeout=httpx.Timeout(timeout),
-            limits=_LIMITS,
-            follow_redirects=False,
-            transport=transport,
+        self._client = AsyncClient(
+            self.gateway_url, api_key, timeout=timeout, max_wait=0, transport=transport
         )
 
     def bind(self, caller: str | None) -> HttpBackend:
@@ -161,107 +152,26 @@ class HttpBackend:
         """Close the pooled connections."""
         await self._client.aclose()
 
-    async def _get(
-        self, path: str, params: Mapping[str, str | int] | None = None
-    ) -> httpx.Response:
-        try:
-            response = await self._client.get(path, params=params)
-        except httpx.TimeoutException as err:
-            msg = f"the gateway at {self.gateway_url} did not answer within {self.timeout:g} s"
-            raise BackendError("unreachable", msg) from err
-        except httpx.HTTPError as err:
-            reason = str(err) or type(err).__name__
-            raise BackendError("unreachable", f"cannot reach {self.gateway_url}: {reason}") from err
-        if response.is_success:
-            return response
-        detail = _problem_detail(response)
-        retry = _retry_after(response)
-        code = response.status_code
-        if code == 503:
-            raise BackendError("short", detail, retry)
-        if code == 429:
-            raise BackendError("rate_limited", detail, retry)
-        if code == 401:
-            raise BackendError("unauthorized", detail)
-        if code == 400:
-            raise BackendError("refused", detail)
-        raise BackendError("gateway", f"HTTP {code}: {detail}")
-
     async def random_bytes(self, count: int) -> bytes:
-        response = await self._get("/api/random", {"bytes": count, "encoding": "hex"})
-        try:
-            data = bytes.fromhex(response.text.strip())
-        except ValueError:
-            raise _malformed("/api/random", "not hex text") from None
-        if len(data) != count:
-            raise _malformed("/api/random", f"{len(data)} bytes instead of {count}")
-        return data
+        return await _answer(self._client.random_bytes(count))
 
     async def integers(self, count: int, low: int, high: int) -> list[int]:
-        response = await self._get("/api/integers", {"count": count, "min": low, "max": high})
-        values = _json_list(response, "/api/integers", count)
-        if not all(type(v) is int and low <= v <= high for v in values):
-            raise _malformed("/api/integers", f"a value is not an integer in [{low}, {high}]")
-        return values
+        return await _answer(self._client.integers(count, low, high))
 
     async def floats(self, count: int) -> list[float]:
-        response = await self._get("/api/floats", {"count": count})
-        values = _json_list(response, "/api/floats", count)
-        if not all(type(v) in (int, float) and 0 <= v < 1 for v in values):
-            raise _malformed("/api/floats", "a value is not a number in [0, 1)")
-        return [float(v) for v in values]
+        return await _answer(self._client.floats(count))
 
     async def uuids(self, count: int) -> list[str]:
-        response = await self._get("/api/uuid", {"count": count})
-        values = [response.text.strip()] if count == 1 else _json_list(response, "/api/uuid", count)
-        for value in values:
-            if not isinstance(value, str) or not _is_uuid4(value):
-                raise _malformed("/api/uuid", "a value is not a version-4 UUID")
-        return [str(v) for v in values]
+        return await _answer(self._client.uuids(count))
 
     async def status(self) -> dict[str, Any]:
-        response = await self._get("/api/status")
-        try:
-            document = response.json()
-        except ValueError:
-            raise _malformed("/api/status", "not JSON") from None
-        if not isinstance(document, dict):
-            raise _malformed("/api/status", "not a JSON object")
-        return document
+        return await _answer(self._client.status())
 
 
-def _problem_detail(response: httpx.Response) -> str:
+async def _answer(call: Awaitable[T]) -> T:
+    """``call``'s result; a :class:`ClientError` as the :class:`BackendError` of its kind."""
     try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    if isinstance(detail, str) and detail:
-        return detail[:500]
-    return response.text.strip()[:200] or response.reason_phrase
-
-
-def _retry_after(response: httpx.Response) -> int | None:
-    value = response.headers.get("retry-after", "")
-    return int(value) if value.isdigit() else None
-
-
-def _malformed(route: str, what: str) -> BackendError:
-    return BackendError("gateway", f"the gateway's answer to {route} was refused: {what}")
-
-
-def _json_list(response: httpx.Response, route: str, count: int) -> list[Any]:
-    try:
-        values = response.json()
-    except ValueError:
-        raise _malformed(route, "not JSON") from None
-    if not isinstance(values, list) or len(values) != count:
-        raise _malformed(route, f"not a JSON array of {count} values")
-    return values
-
-
-def _is_uuid4(text: str) -> bool:
-    try:
-        value = uuid.UUID(text)
-    except ValueError:
-        return False
-    return value.version == 4 and value.variant == uuid.RFC_4122 and str(value) == text
+        return await call
+    except ClientError as err:
+        wait = None if err.retry_after is None else math.ceil(err.retry_after)
+        raise BackendError(err.kind, err.detail, wait) from None
