@@ -101,6 +101,15 @@ def _content_type(media_type: str) -> tuple[bytes, bytes]:
     return header
 
 
+#: What an entropy route may refuse with (the text is the OpenAPI document's).
+ENTROPY_ERRORS: Final[Mapping[int, str]] = {
+    400: "A parameter is missing, malformed or out of range",
+    401: "Missing or unknown API key",
+    429: "Rate limited; see Retry-After and the RateLimit fields; nothing was charged",
+    503: "Short of entropy; nothing was taken; see Retry-After",
+}
+
+
 # json.dumps with these options builds a new encoder per call; one shared encoder is the same.
 _JSON_ENCODER: Final = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
@@ -218,6 +227,9 @@ class Route:
     content: tuple[Content, ...] = ()
     errors: Mapping[int, str] = field(default_factory=dict)
     request_body: Content | None = None
+    #: Where the route is mounted, from the settings (a compatibility API's prefix); the
+    #: path is appended to it when the route is bound to settings.
+    prefix: Callable[[GatewaySettings], str] | None = None
 
     def param(self, name: str) -> Param:
         for param in self.params:
@@ -226,8 +238,11 @@ class Route:
         raise KeyError(name)
 
     def bind(self, settings: GatewaySettings | None) -> Route:
-        """This route with its parameters' limits for ``settings``."""
-        return replace(self, params=tuple(p.bind(settings) for p in self.params))
+        """This route with its parameters' limits (and its prefix) for ``settings``."""
+        path = self.path
+        if settings is not None and self.prefix is not None:
+            path = self.prefix(settings) + path
+        return replace(self, path=path, params=tuple(p.bind(settings) for p in self.params))
 
     def parse(self, params: Params) -> Args:
         """Every parameter parsed and range-checked. Raises: Problem 400."""

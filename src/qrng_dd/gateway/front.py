@@ -88,6 +88,8 @@ class Front:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         route = self._by_path.get(path)
+        if route is None and path[-1:] != "/":
+            route = self._by_path.get(path + "/")  # "/anu" for "/anu/", as servers redirect
         if route is None:
             mount = self.mounts.get(path)
             if mount is not None:

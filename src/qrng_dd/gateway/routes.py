@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Final
 
 from qrng_dd.gateway import derive, handlers
-from qrng_dd.gateway.api import Args, Content, Param, Route
+from qrng_dd.gateway.api import ENTROPY_ERRORS, Args, Content, Param, Route
+from qrng_dd.gateway.compat import anu, randomorg
 
 #: Byte cost of one value, the same through every way out.
 BYTES_PER_INTEGER: Final = 8
@@ -29,14 +30,6 @@ MIN_SELFTEST_BYTES: Final = 2_500
 _INT64: Final = {"type": "integer", "minimum": derive.INT64_MIN, "maximum": derive.INT64_MAX}
 _OBJECT: Final = {"type": "object"}
 
-#: What an entropy route may refuse with (the text is the OpenAPI document's).
-ENTROPY_ERRORS: Final = {
-    400: "A parameter is missing, malformed or out of range",
-    401: "Missing or unknown API key",
-    429: "Rate limited; see Retry-After and the RateLimit fields; nothing was charged",
-    503: "Short of entropy; nothing was taken; see Retry-After",
-}
-
 
 def _count(what: str, high: int, default: int) -> Param:
     return Param("count", f"how many {what}, 1 to {high}", default, 1, high)
@@ -47,7 +40,7 @@ def _bytes(args: Args) -> int:
     return n
 
 
-ROUTES: Final[tuple[Route, ...]] = (
+_OWN: Final[tuple[Route, ...]] = (
     Route(
         "random",
         "/api/random",
@@ -255,6 +248,9 @@ ROUTES: Final[tuple[Route, ...]] = (
         content=(Content("text/html", {"type": "string"}),),
     ),
 )
+
+#: Every route: our own API, then the compatibility APIs (each a set of entries of its own).
+ROUTES: Final[tuple[Route, ...]] = (*_OWN, *anu.ROUTES, *randomorg.ROUTES)
 
 #: The table by route name.
 BY_NAME: Final = {route.name: route for route in ROUTES}

@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -32,6 +32,9 @@ from qrng_dd.wire.packet import Packet
 from qrng_dd.wire.telemetry import decode_telemetry
 
 log = structlog.get_logger("qrng_dd.gateway")
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +317,9 @@ class EntropyService:
         self._served(n)
         return data
 
-    def _derive(self, fn: Callable[[derive.Reader], Any]) -> Any:
+    def derive(self, fn: Callable[[derive.Reader], T]) -> T:
+        """``fn(read)`` on one pool draw: the bytes it read are served if it returns, and
+        none are taken if it raises (EntropyExhaustedError when the pool runs short)."""
         draw = self.pool.draw()
         result = fn(draw.read)  # raises EntropyExhaustedError before anything is removed
         self._served(draw.commit())
@@ -322,18 +327,15 @@ class EntropyService:
 
     def integers(self, count: int, low: int, high: int) -> list[int]:
         """Uniform integers. Raises: EntropyExhaustedError (nothing taken)."""
-        result: list[int] = self._derive(lambda read: derive.integers(read, count, low, high))
-        return result
+        return self.derive(lambda read: derive.integers(read, count, low, high))
 
     def floats(self, count: int) -> list[float]:
         """Floats in [0, 1). Raises: EntropyExhaustedError (nothing taken)."""
-        result: list[float] = self._derive(lambda read: derive.floats(read, count))
-        return result
+        return self.derive(lambda read: derive.floats(read, count))
 
     def uuids(self, count: int) -> list[str]:
         """Version-4 UUIDs. Raises: EntropyExhaustedError (nothing taken)."""
-        result: list[str] = self._derive(lambda read: derive.uuids(read, count))
-        return result
+        return self.derive(lambda read: derive.uuids(read, count))
 
     def monte_carlo(self, iterations: int) -> dict[str, object]:
         """The seed's pi estimate over ``iterations`` points of 16 bytes."""

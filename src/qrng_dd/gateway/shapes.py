@@ -1,0 +1,123 @@
+"""More shapes from pool bytes: choices, samples, shuffles, strings, gaussians, decimals, dice.
+
+Pure, like :mod:`qrng_dd.gateway.derive`, and on the same ``read(n) -> bytes``. Every shape is
+uniform by construction; nothing reduces a random number modulo a size it does not divide:
+
+- **An index below n** comes from one byte when ``n <= 256`` (kept only below the largest
+  multiple of ``n`` that fits in a byte, then reduced), else from
+  :func:`~qrng_dd.gateway.derive.integers` (64-bit rejection). A 62-letter alphabet keeps
+  bytes below 248 and wastes 3 % of them.
+- **Samples without replacement** are a partial Fisher-Yates shuffle of the range, kept sparse
+  (a dict of the positions swapped so far), so picking 10 of 2^31 values costs 10 draws and
+  no 2^31-entry array. A full shuffle is the same walk to the end.
+- **Gaussians** are the inverse of the normal CDF at a 53-bit uniform ``(k + 1/2) / 2^53``:
+  one 8-byte draw per value, never 0 or 1, so every value is finite (|z| < 8.3). The tails
+  beyond that are cut, as with any method on 53-bit inputs; ``statistics.NormalDist`` gives
+  the inverse to full double precision (Wichura's AS241).
+- **Decimal fractions** with ``places`` digits are uniform integers in ``[0, 10^places)``
+  divided by ``10^places``: each of the 10^places values equally likely, as RANDOM.ORG
+  promises.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from statistics import NormalDist
+from typing import Final
+
+from qrng_dd.gateway.derive import Reader, integers
+
+_STANDARD: Final = NormalDist()
+_HALF_ULP: Final = 2.0**-54
+#: Dice notation: ``NdS``, optionally ``+K`` or ``-K`` (``3d6``, ``1d20+5``, ``d100``).
+DICE: Final = re.compile(r"([0-9]{0,3})[dD]([0-9]{1,7})(?:([+-])([0-9]{1,9}))?")
+
+
+def indices(read: Reader, count: int, size: int) -> list[int]:
+    """``count`` integers uniform in ``[0, size)``.
+
+    Raises:
+        ValueError: ``size`` is not positive (a caller bug).
+    """
+    if size < 1:
+        raise ValueError("size must be positive")
+    if size > 256:
+        return integers(read, count, 0, size - 1)
+    limit = 256 - 256 % size
+    kept: list[int] = []
+    while len(kept) < count:
+        # Ask for what is missing plus the expected waste, so one read usually suffices.
+        need = count - len(kept)
+        batch = read(need + -(-need * (256 - limit) // limit))
+        kept += [b % size for b in batch if b < limit]
+    del kept[count:]
+    return kept
+
+
+def choices(read: Reader, population: Sequence[str], count: int) -> list[str]:
+    """``count`` items of ``population``, each uniform, with replacement."""
+    return [population[i] for i in indices(read, count, len(population))]
+
+
+def strings(read: Reader, count: int, length: int, alphabet: str) -> list[str]:
+    """``count`` strings of ``length`` characters, each uniform over ``alphabet``."""
+    chars = choices(read, alphabet, count * length)
+    return ["".join(chars[i : i + length]) for i in range(0, count * length, length)]
+
+
+def sample(read: Reader, size: int, count: int) -> list[int]:
+    """``count`` distinct integers of ``[0, size)`` in random order (every ordered
+    selection equally likely); ``count == size`` is a uniform permutation.
+
+    Raises:
+        ValueError: ``count`` is above ``size`` (a caller bug).
+    """
+    if not 0 <= count <= size:
+        raise ValueError("cannot pick more distinct values than there are")
+    moved: dict[int, int] = {}
+    picked: list[int] = []
+    for i in range(count):
+        j = i + indices(read, 1, size - i)[0]  # position i swaps with one of [i, size)
+        picked.append(moved.get(j, j))
+        moved[j] = moved.get(i, i)
+    return picked
+
+
+def shuffle(read: Reader, items: Sequence[str]) -> list[str]:
+    """``items`` in a uniformly random order."""
+    return [items[i] for i in sample(read, len(items), len(items))]
+
+
+def gaussians(read: Reader, count: int, mean: float = 0.0, stddev: float = 1.0) -> list[float]:
+    """``count`` normal values: ``mean + stddev * z``, z by the inverse CDF (see above)."""
+    raw = read(8 * count)
+    inv = _STANDARD.inv_cdf
+    out: list[float] = []
+    for i in range(0, 8 * count, 8):
+        k = int.from_bytes(raw[i : i + 8], "little") >> 11
+        out.append(mean + stddev * inv(k * 2.0**-53 + _HALF_ULP))
+    return out
+
+
+def decimal_fractions(read: Reader, count: int, places: int) -> list[float]:
+    """``count`` values uniform over ``{0, 10^-places, ..., 1 - 10^-places}``, rounded to
+    ``places`` digits."""
+    scale = 10**places
+    return [round(k / scale, places) for k in integers(read, count, 0, scale - 1)]
+
+
+def parse_dice(notation: str) -> tuple[int, int, int] | None:
+    """``(dice, sides, modifier)`` of dice notation, or None when it is not that."""
+    match = DICE.fullmatch(notation.strip())
+    if match is None:
+        return None
+    dice = int(match[1] or "1")
+    sides = int(match[2])
+    modifier = int(match[4] or "0") * (-1 if match[3] == "-" else 1)
+    return dice, sides, modifier
+
+
+def dice(read: Reader, count: int, sides: int) -> list[int]:
+    """``count`` rolls of a fair die with ``sides`` faces (1..sides)."""
+    return [1 + i for i in indices(read, count, sides)]
