@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -53,6 +53,12 @@ TOOLS = {
     "get_random_integers",
     "get_random_floats",
     "get_random_uuid",
+    "get_random_gaussians",
+    "get_random_strings",
+    "shuffle_items",
+    "draw_lottery",
+    "roll_dice",
+    "generate_passwords",
     "get_status",
 }
 DRAWING_CALLS: list[tuple[str, dict[str, Any]]] = [
@@ -62,6 +68,12 @@ DRAWING_CALLS: list[tuple[str, dict[str, Any]]] = [
     ("get_random_integers", {"count": 5}),
     ("get_random_floats", {"count": 5}),
     ("get_random_uuid", {"count": 2}),
+    ("get_random_gaussians", {"count": 2}),
+    ("get_random_strings", {"count": 2}),
+    ("shuffle_items", {"items": [str(i) for i in range(30)]}),
+    ("draw_lottery", {"n": 10**6, "k": 6}),
+    ("roll_dice", {"notation": "100d6"}),
+    ("generate_passwords", {}),
 ]
 QUARANTINE = {"health": {"appliance-1": "quarantined"}}
 DEADLINE_S = 20.0
@@ -110,6 +122,10 @@ class RecordingBackend:
     async def status(self) -> dict[str, Any]:
         self.calls.append("status")
         return {}
+
+    async def shape(self, route: str, args: Mapping[str, Any]) -> Any:
+        self.calls.append(route)
+        return []
 
 
 async def _check_every_tool(client: Client) -> None:
@@ -161,11 +177,52 @@ async def _check_every_tool(client: Client) -> None:
         assert all(uuid.UUID(u).version == 4 for u in uuids)
         assert _text(result).splitlines() == uuids
 
+    await _check_every_shape_tool(client)
+
     result = await client.call_tool("get_status", {})
     assert not result.is_error, _text(result)
     assert result.structured_content is not None
     assert result.structured_content["buffer_bytes_available"] > 0
     assert result.structured_content["quarantined"] == []
+
+
+async def _values(client: Client, tool: str, arguments: dict[str, Any]) -> Any:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, _text(result)
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def _check_every_shape_tool(client: Client) -> None:
+    """The shape tools: what each REST shape route gives, through MCP."""
+    gauss = await _values(client, "get_random_gaussians", {"count": 4, "mean": 5, "stddev": 0})
+    assert gauss == {"count": 4, "values": [5.0] * 4}
+    strings = await _values(client, "get_random_strings", {"count": 3, "length": 5,
+                                                            "alphabet": "ab"})  # fmt: skip
+    assert len(strings["values"]) == 3
+    assert all(len(v) == 5 and set(v) <= {"a", "b"} for v in strings["values"])
+    items = ["alice", "bob", "carol", "dave"]
+    shuffled = await _values(client, "shuffle_items", {"items": items})
+    assert sorted(shuffled["values"]) == sorted(items)
+    drawn = await _values(client, "draw_lottery", {"n": 49, "k": 6})
+    assert len(set(drawn["values"])) == 6
+    assert all(1 <= v <= 49 for v in drawn["values"])
+    roll = await _values(client, "roll_dice", {"notation": "2d6+3"})
+    assert roll["total"] == sum(roll["rolls"]) + 3
+    assert all(1 <= r <= 6 for r in roll["rolls"])
+    passwords = await _values(client, "generate_passwords", {"count": 2, "charset": "digits"})
+    assert [len(p) for p in passwords["passwords"]] == [20, 20]
+    assert all(p.isdigit() for p in passwords["passwords"])
+    refusals: list[tuple[str, dict[str, Any], str]] = [
+        ("roll_dice", {"notation": "3x6"}, "'notation'"),
+        ("draw_lottery", {"n": 3, "k": 4}, "'k'"),
+        ("get_random_strings", {"alphabet": "aa"}, "'alphabet'"),
+        ("shuffle_items", {"items": ["a,b", "c"]}, "comma"),
+    ]
+    for tool, arguments, word in refusals:
+        result = await client.call_tool(tool, arguments)
+        assert result.is_error, tool
+        assert word in _text(result), (tool, _text(result))
 
 
 # -- in process -------------------------------------------------------------------------------

@@ -86,6 +86,14 @@ class AsyncClient:
     async def health(self) -> dict[str, Any]:
         return await self._document("/health")
 
+    async def fetch_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Any other JSON route, e.g. ``fetch_json("/api/dice", {"notation": "3d6"})``:
+        waits on ``Retry-After`` like the rest, but neither splits nor checks the answer."""
+        try:
+            return (await self._get(path, params)).json()
+        except ValueError:
+            raise protocol.malformed(path, "a body that is not JSON") from None
+
     async def randomness_report(self, count: int = 125_000) -> dict[str, Any]:
         return await self._document("/api/test/randomness", {"bytes": count})
 
@@ -97,9 +105,7 @@ class AsyncClient:
     ) -> dict[str, Any]:
         return protocol.document(await self._get(path, params), path)
 
-    async def _get(
-        self, path: str, params: Mapping[str, str | int] | None = None
-    ) -> httpx.Response:
+    async def _get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
         waited = 0.0
         while True:
             try:

@@ -133,6 +133,14 @@ class Client:
         """``/health``; an unhealthy gateway answers 503, which raises."""
         return self._document("/health")
 
+    def fetch_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Any other JSON route, e.g. ``fetch_json("/api/dice", {"notation": "3d6"})``:
+        waits on ``Retry-After`` like the rest, but neither splits nor checks the answer."""
+        try:
+            return (self._get(path, params)).json()
+        except ValueError:
+            raise protocol.malformed(path, "a body that is not JSON") from None
+
     def randomness_report(self, count: int = 125_000) -> dict[str, Any]:
         """``/api/test/randomness`` over ``count`` fresh bytes from the pool."""
         return self._document("/api/test/randomness", {"bytes": count})
@@ -143,7 +151,7 @@ class Client:
     def _document(self, path: str, params: dict[str, str | int] | None = None) -> dict[str, Any]:
         return protocol.document(self._get(path, params), path)
 
-    def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> httpx.Response:
+    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
         waited = 0.0
         while True:
             try:

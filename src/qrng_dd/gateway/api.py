@@ -19,10 +19,11 @@ its range is checked before any entropy is touched, so a bad request never drain
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from qrng_dd.gateway.problem import PROBLEM, Problem, bad_parameter
 
@@ -118,7 +119,8 @@ _JSON_ENCODER: Final = json.JSONEncoder(
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """One query parameter: an integer in ``[low, high]`` or one of ``choices``.
+    """One query parameter: an integer in ``[low, high]``, one of ``choices``, a finite
+    ``number`` in ``[low, high]``, or ``text`` of ``low`` to ``high`` characters.
 
     ``cap`` is the API's own maximum, for a ``high`` that depends on the settings: what a
     client that does not know the gateway's configuration (the MCP server) states.
@@ -131,6 +133,9 @@ class Param:
     high: Setting = 0
     choices: tuple[str, ...] = ()
     cap: int | None = None
+    kind: Literal["integer", "number", "text"] = "integer"
+    #: ``text`` only: a regular expression the whole value must match.
+    pattern: str | None = None
 
     @property
     def maximum(self) -> int:
@@ -152,9 +157,11 @@ class Param:
             raise TypeError(f"'{self.name}' depends on the settings")
         return replace(self, high=high)
 
-    def parse(self, params: Params) -> int | str:
+    def parse(self, params: Params) -> int | float | str:
         """The value in ``params``, or the default. Raises: Problem 400 naming the parameter."""
         text = params.get(self.name)
+        if self.kind != "integer":
+            return self._parse_other(text)
         if self.choices:
             if text is None:
                 return str(self.default)
@@ -176,6 +183,30 @@ class Param:
         value = int(text)
         if not low <= value <= high:  # type: ignore[operator]  # bound: an int
             raise bad_parameter(f"'{self.name}' must be between {low} and {high}, got {text[:40]}")
+        return value
+
+    def _parse_other(self, text: str | None) -> float | str:
+        low, high = self.low, self.maximum
+        if text is None:
+            if self.default is None:
+                raise bad_parameter(f"'{self.name}' is required")
+            return self.default  # type: ignore[return-value]  # bound: not a function
+        if self.kind == "text":
+            if not low <= len(text) <= high:
+                raise bad_parameter(
+                    f"'{self.name}' must be {low} to {high} characters long, got {len(text)}"
+                )
+            if self.pattern is not None and re.fullmatch(self.pattern, text) is None:
+                raise bad_parameter(f"'{self.name}' must match {self.pattern}, got {text[:40]!r}")
+            return text
+        try:
+            value = float(text) if len(text) <= 40 else math.nan
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:  # NaN and the infinities fail here too
+            raise bad_parameter(
+                f"'{self.name}' must be a number between {low} and {high}, got {text[:40]!r}"
+            )
         return value
 
 
@@ -227,6 +258,9 @@ class Route:
     content: tuple[Content, ...] = ()
     errors: Mapping[int, str] = field(default_factory=dict)
     request_body: Content | None = None
+    #: Checks across parameters (``min <= max``), run after each is parsed and before
+    #: anything is charged. Raises: Problem 400.
+    check: Callable[[Args], None] | None = None
     #: Where the route is mounted, from the settings (a compatibility API's prefix); the
     #: path is appended to it when the route is bound to settings.
     prefix: Callable[[GatewaySettings], str] | None = None
@@ -249,4 +283,6 @@ class Route:
         args: dict[str, Any] = {}
         for param in self.params:  # a loop: no comprehension frame on the hot path (3.11)
             args[param.name] = param.parse(params)
+        if self.check is not None:
+            self.check(args)
         return args

@@ -30,6 +30,12 @@ def _parameter(param: Param) -> dict[str, Any]:
     schema: dict[str, Any]
     if param.choices:
         schema = {"type": "string", "enum": list(param.choices)}
+    elif param.kind == "text":
+        schema = {"type": "string", "minLength": param.low, "maxLength": param.high}
+        if param.pattern is not None:
+            schema["pattern"] = param.pattern
+    elif param.kind == "number":
+        schema = {"type": "number", "minimum": param.low, "maximum": param.high}
     else:
         schema = {"type": "integer", "minimum": param.low, "maximum": param.high}
     if param.default is not None:

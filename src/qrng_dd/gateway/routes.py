@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from qrng_dd.gateway import derive, handlers
+from qrng_dd.gateway import derive, handlers, shaped
 from qrng_dd.gateway.api import ENTROPY_ERRORS, Args, Content, Param, Route
 from qrng_dd.gateway.compat import anu, randomorg
+from qrng_dd.gateway.problem import bad_parameter
 
 #: Byte cost of one value, the same through every way out.
 BYTES_PER_INTEGER: Final = 8
@@ -33,6 +34,11 @@ _OBJECT: Final = {"type": "object"}
 
 def _count(what: str, high: int, default: int) -> Param:
     return Param("count", f"how many {what}, 1 to {high}", default, 1, high)
+
+
+def _check_bounds(args: Args) -> None:
+    if args["min"] > args["max"]:
+        raise bad_parameter(f"'min' ({args['min']}) must not be greater than 'max' ({args['max']})")
 
 
 def _bytes(args: Args) -> int:
@@ -94,6 +100,7 @@ _OWN: Final[tuple[Route, ...]] = (
                 derive.INT64_MAX,
             ),
         ),
+        check=_check_bounds,
         cost=lambda args: BYTES_PER_INTEGER * args["count"],
         ok="The integers",
         content=(Content("application/json", {"type": "array", "items": _INT64}),),
@@ -250,7 +257,7 @@ _OWN: Final[tuple[Route, ...]] = (
 )
 
 #: Every route: our own API, then the compatibility APIs (each a set of entries of its own).
-ROUTES: Final[tuple[Route, ...]] = (*_OWN, *anu.ROUTES, *randomorg.ROUTES)
+ROUTES: Final[tuple[Route, ...]] = (*_OWN, *shaped.ROUTES, *anu.ROUTES, *randomorg.ROUTES)
 
 #: The table by route name.
 BY_NAME: Final = {route.name: route for route in ROUTES}

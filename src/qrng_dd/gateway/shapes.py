@@ -10,9 +10,10 @@ uniform by construction; nothing reduces a random number modulo a size it does n
 - **Samples without replacement** are a partial Fisher-Yates shuffle of the range, kept sparse
   (a dict of the positions swapped so far), so picking 10 of 2^31 values costs 10 draws and
   no 2^31-entry array. A full shuffle is the same walk to the end.
-- **Gaussians** are the inverse of the normal CDF at a 53-bit uniform ``(k + 1/2) / 2^53``:
-  one 8-byte draw per value, never 0 or 1, so every value is finite (|z| < 8.3). The tails
-  beyond that are cut, as with any method on 53-bit inputs; ``statistics.NormalDist`` gives
+- **Gaussians** are the inverse of the normal CDF at the midpoint uniform ``(2k + 1) / 2^53``
+  of a 52-bit ``k``: one 8-byte draw per value, exact in a double, never 0 or 1 and symmetric
+  about 1/2, so every value is finite (|z| < 8.3) and the distribution symmetric. The tails
+  beyond that are cut, as with any method on 53-bit doubles; ``statistics.NormalDist`` gives
   the inverse to full double precision (Wichura's AS241).
 - **Decimal fractions** with ``places`` digits are uniform integers in ``[0, 10^places)``
   divided by ``10^places``: each of the 10^places values equally likely, as RANDOM.ORG
@@ -29,7 +30,6 @@ from typing import Final
 from qrng_dd.gateway.derive import Reader, integers
 
 _STANDARD: Final = NormalDist()
-_HALF_ULP: Final = 2.0**-54
 #: Dice notation: ``NdS``, optionally ``+K`` or ``-K`` (``3d6``, ``1d20+5``, ``d100``).
 DICE: Final = re.compile(r"([0-9]{0,3})[dD]([0-9]{1,7})(?:([+-])([0-9]{1,9}))?")
 
@@ -95,8 +95,8 @@ def gaussians(read: Reader, count: int, mean: float = 0.0, stddev: float = 1.0) 
     inv = _STANDARD.inv_cdf
     out: list[float] = []
     for i in range(0, 8 * count, 8):
-        k = int.from_bytes(raw[i : i + 8], "little") >> 11
-        out.append(mean + stddev * inv(k * 2.0**-53 + _HALF_ULP))
+        k = int.from_bytes(raw[i : i + 8], "little") >> 12
+        out.append(mean + stddev * inv((2 * k + 1) * 2.0**-53))
     return out
 
 

@@ -13,7 +13,7 @@ import httpx
 from qrng_dd.client import AsyncClient, ClientError
 from qrng_dd.client.protocol import FailureKind
 from qrng_dd.errors import EntropyExhaustedError, QrngError
-from qrng_dd.gateway import report
+from qrng_dd.gateway import report, shaped
 from qrng_dd.gateway.problem import Problem
 from qrng_dd.gateway.routes import BY_NAME
 
@@ -53,6 +53,10 @@ class Backend(Protocol):
 
     async def status(self) -> Mapping[str, Any]: ...
 
+    async def shape(self, route: str, args: Mapping[str, Any]) -> Any:
+        """The JSON answer of one of the shape routes (:mod:`qrng_dd.gateway.shaped`)."""
+        ...
+
 
 class ServiceBackend:
     """The gateway's in-process :class:`EntropyService`: same pool, no network hop.
@@ -71,7 +75,7 @@ class ServiceBackend:
     def bind(self, caller: str | None) -> ServiceBackend:
         return self if caller == self.caller else ServiceBackend(self.service, caller)
 
-    def _draw(self, route: str, args: dict[str, int], fn: Callable[[], T]) -> T:
+    def _draw(self, route: str, args: Mapping[str, Any], fn: Callable[[], T]) -> T:
         """``fn`` charged to the caller at the REST route's byte cost (the guard already
         charged the request), then run: the service is synchronous and runs on this event
         loop, so each call is atomic (P3)."""
@@ -110,6 +114,16 @@ class ServiceBackend:
 
     async def status(self) -> Mapping[str, Any]:
         return report.status(self.service)
+
+    async def shape(self, route: str, args: Mapping[str, Any]) -> Any:
+        # Parsed and checked exactly as the REST route parses its query string.
+        bound = BY_NAME[route].bind(self.service.settings)
+        try:
+            parsed = bound.parse({name: str(value) for name, value in args.items()})
+        except Problem as problem:
+            raise BackendError("refused", problem.detail) from None
+        values = shaped.VALUES[route]
+        return self._draw(route, parsed, lambda: values(self.service, parsed))
 
 
 class HttpBackend:
@@ -166,6 +180,9 @@ class HttpBackend:
 
     async def status(self) -> dict[str, Any]:
         return await _answer(self._client.status())
+
+    async def shape(self, route: str, args: Mapping[str, Any]) -> Any:
+        return await _answer(self._client.fetch_json(BY_NAME[route].path, args))
 
 
 async def _answer(call: Awaitable[T]) -> T:

@@ -1,4 +1,4 @@
-"""The seven MCP tools, their argument schemas (from the gateway's route table) and results."""
+"""The MCP tools, their argument schemas (from the gateway's route table) and results."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from qrng_dd import __version__
 from qrng_dd.gateway.routes import BY_NAME
+from qrng_dd.gateway.shaped import ALPHANUMERIC, MAX_ITEMS
 from qrng_dd.mcp.backends import Backend, BackendError
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,30 @@ class RandomUuids(BaseModel):
     uuids: list[str]
 
 
+class RandomValues(BaseModel):
+    """Values of one shape: gaussians, strings, a shuffle or a sample."""
+
+    count: int
+    values: list[float] | list[int] | list[str]
+
+
+class DiceRoll(BaseModel):
+    """Fair dice rolled in dice notation."""
+
+    notation: str
+    rolls: list[int]
+    modifier: int
+    total: int
+
+
+class Passwords(BaseModel):
+    """Passwords, each character uniform over the charset."""
+
+    passwords: list[str]
+    charset: str
+    entropy_bits: float = Field(description="length * log2(charset size), per password")
+
+
 class GatewayStatus(BaseModel):
     """The gateway's health: pool fill, sources, refusals, warnings."""
 
@@ -80,9 +105,11 @@ class GatewayStatus(BaseModel):
 
 
 def _arg(route: str, name: str) -> Any:
-    """The REST route's integer parameter as a pydantic field: the same limits and text."""
+    """The REST route's parameter as a pydantic field: the same limits and text."""
     param = BY_NAME[route].bind(None).param(name)
     text = f"{param.description[0].upper()}{param.description[1:]}."
+    if param.kind == "text":
+        return Field(min_length=param.low, max_length=param.maximum, description=text)
     return Field(ge=param.low, le=param.maximum, description=text)
 
 
@@ -97,6 +124,25 @@ Low = Annotated[int, _arg("integers", "min")]
 High = Annotated[int, _arg("integers", "max")]
 FloatCount = Annotated[int, _arg("floats", "count")]
 UuidCount = Annotated[int, _arg("uuid", "count")]
+GaussCount = Annotated[int, _arg("gaussians", "count")]
+Mean = Annotated[float, _arg("gaussians", "mean")]
+StdDev = Annotated[float, _arg("gaussians", "stddev")]
+StringCount = Annotated[int, _arg("strings", "count")]
+StringLength = Annotated[int, _arg("strings", "length")]
+Alphabet = Annotated[str, _arg("strings", "alphabet")]
+Population = Annotated[int, _arg("sample", "n")]
+Picks = Annotated[int, _arg("sample", "k")]
+Notation = Annotated[str, _arg("dice", "notation")]
+PasswordCount = Annotated[int, _arg("passwords", "count")]
+PasswordLength = Annotated[int, _arg("passwords", "length")]
+Charset = Annotated[
+    Literal["alphanumeric", "printable", "letters", "digits", "hex"],
+    Field(description="The characters to draw from."),
+]
+Items = Annotated[
+    list[str],
+    Field(min_length=1, max_length=MAX_ITEMS, description="The items, none holding a comma."),
+]
 
 _INSTRUCTIONS: Final = (
     "True random numbers from quantum random number generators, carried through a one-way "
@@ -151,6 +197,18 @@ async def _ask(backend: Backend, call: Awaitable[T]) -> T:
         raise ToolError(await _explain(backend, err)) from None
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def _model(cls: type[M], document: Any) -> M:
+    """``document`` as ``cls``; an answer of another shape is the gateway's failure."""
+    try:
+        return cls.model_validate(document)
+    except ValidationError:
+        msg = "The gateway failed: its answer has an unexpected shape."
+        raise ToolError(msg) from None
+
+
 def _result(model: BaseModel, text: str) -> CallToolResult:
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
@@ -176,7 +234,7 @@ def _bound(backend: Backend, ctx: Context) -> Backend:
 
 
 def create_server(backend: Backend) -> MCPServer[Any]:
-    """The MCP server with the seven entropy tools, all answered by ``backend``."""
+    """The MCP server with the entropy tools, all answered by ``backend``."""
     server: MCPServer[Any] = MCPServer(
         "qrng-dd", title="Quantum random numbers", instructions=_INSTRUCTIONS, version=__version__
     )
@@ -237,6 +295,67 @@ def create_server(backend: Backend) -> MCPServer[Any]:
         caller = _bound(backend, ctx)
         values = await _ask(caller, caller.uuids(count))
         return _result(RandomUuids(count=count, uuids=values), "\n".join(values))
+
+    async def values(ctx: Context, route: str, args: dict[str, Any], what: str) -> CallToolResult:
+        caller = _bound(backend, ctx)
+        drawn = await _ask(caller, caller.shape(route, args))
+        count = len(drawn) if isinstance(drawn, list) else 0
+        model = _model(RandomValues, {"count": count, "values": drawn})
+        return _result(model, f"{what}: {', '.join(map(str, drawn))}")
+
+    @server.tool(annotations=_DRAWS)
+    async def get_random_gaussians(
+        ctx: Context, count: GaussCount = 10, mean: Mean = 0.0, stddev: StdDev = 1.0
+    ) -> Annotated[CallToolResult, RandomValues]:
+        """Normally distributed quantum random numbers (inverse normal CDF, exact in doubles)."""
+        args = {"count": count, "mean": mean, "stddev": stddev}
+        return await values(ctx, "gaussians", args, f"{count} values of N({mean}, {stddev}²)")
+
+    @server.tool(annotations=_DRAWS)
+    async def get_random_strings(
+        ctx: Context, count: StringCount = 10, length: StringLength = 16,
+        alphabet: Alphabet = ALPHANUMERIC,
+    ) -> Annotated[CallToolResult, RandomValues]:  # fmt: skip
+        """Quantum random strings, each character uniform over the alphabet (no bias)."""
+        args = {"count": count, "length": length, "alphabet": alphabet}
+        return await values(ctx, "strings", args, f"{count} random strings")
+
+    @server.tool(annotations=_DRAWS)
+    async def shuffle_items(ctx: Context, items: Items) -> Annotated[CallToolResult, RandomValues]:
+        """The items in a uniformly random order (a quantum Fisher-Yates shuffle)."""
+        if any("," in item for item in items):
+            raise ToolError("Bad arguments: an item holds a comma.")
+        return await values(ctx, "shuffle", {"items": ",".join(items)}, "Shuffled")
+
+    @server.tool(annotations=_DRAWS)
+    async def draw_lottery(
+        ctx: Context, n: Population, k: Picks = 1
+    ) -> Annotated[CallToolResult, RandomValues]:
+        """k distinct numbers of 1..n in the order drawn (a raffle or lottery draw)."""
+        return await values(ctx, "sample", {"n": n, "k": k}, f"{k} of 1..{n}")
+
+    @server.tool(annotations=_DRAWS)
+    async def roll_dice(
+        ctx: Context, notation: Notation = "1d6"
+    ) -> Annotated[CallToolResult, DiceRoll]:
+        """Fair dice in dice notation: 3d6, 1d20+5, 2d8-1."""
+        caller = _bound(backend, ctx)
+        model = _model(DiceRoll, await _ask(caller, caller.shape("dice", {"notation": notation})))
+        return _result(model, f"{notation}: {model.rolls} {model.modifier:+d} = {model.total}")
+
+    @server.tool(annotations=_DRAWS)
+    async def generate_passwords(
+        ctx: Context, count: PasswordCount = 1, length: PasswordLength = 20,
+        charset: Charset = "alphanumeric",
+    ) -> Annotated[CallToolResult, Passwords]:  # fmt: skip
+        """Passwords from quantum randomness; entropy_bits says how strong each is."""
+        caller = _bound(backend, ctx)
+        args = {"count": count, "length": length, "charset": charset}
+        model = _model(Passwords, await _ask(caller, caller.shape("passwords", args)))
+        text = f"{count} password(s), {model.entropy_bits} bits each:\n" + "\n".join(
+            model.passwords
+        )
+        return _result(model, text)
 
     @server.tool(annotations=_READS)
     async def get_status() -> Annotated[CallToolResult, GatewayStatus]:
