@@ -16,7 +16,7 @@ import httpx
 
 from qrng_dd.client import protocol
 from qrng_dd.client.protocol import Limits, Plan
-from qrng_dd.client.sync import DEFAULT_MAX_WAIT_S, headers, jittered, settings
+from qrng_dd.client.sync import DEFAULT_MAX_WAIT_S, http_options, jittered
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -36,18 +36,12 @@ class AsyncClient:
         verify: bool | ssl.SSLContext = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.url, key = settings(url, api_key)
+        options = http_options(url, api_key, timeout, verify)
+        self.url: str = options["base_url"]
         self.timeout = timeout
         self.max_wait = max_wait
         self._limits: Limits | None = None
-        self._http = httpx.AsyncClient(
-            base_url=self.url,
-            headers=headers(key),
-            timeout=timeout,
-            verify=verify,
-            follow_redirects=False,
-            transport=transport,
-        )
+        self._http = httpx.AsyncClient(**options, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self

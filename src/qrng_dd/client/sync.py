@@ -39,9 +39,26 @@ def settings(url: str | None, api_key: str | None) -> tuple[str, str]:
     return url, api_key
 
 
-def headers(api_key: str) -> dict[str, str]:
-    # The key goes in the header, never the query string: it stays out of access logs.
-    return {"Authorization": f"Bearer {api_key}", "User-Agent": f"qrng-dd-client/{__version__}"}
+def http_options(
+    url: str | None, api_key: str | None, timeout: float, verify: bool | ssl.SSLContext
+) -> dict[str, Any]:
+    """The ``httpx.Client`` / ``AsyncClient`` arguments both clients share.
+
+    Raises:
+        AuthenticationError: no key given or in the environment.
+    """
+    base_url, key = settings(url, api_key)
+    return {
+        "base_url": base_url,
+        # The key goes in the header, never the query string: it stays out of access logs.
+        "headers": {
+            "Authorization": f"Bearer {key}",
+            "User-Agent": f"qrng-dd-client/{__version__}",
+        },
+        "timeout": timeout,
+        "verify": verify,
+        "follow_redirects": False,
+    }
 
 
 def jittered(delay: float) -> float:
@@ -76,18 +93,12 @@ class Client:
         verify: bool | ssl.SSLContext = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url, key = settings(url, api_key)
+        options = http_options(url, api_key, timeout, verify)
+        self.url: str = options["base_url"]
         self.timeout = timeout
         self.max_wait = max_wait
         self._limits: Limits | None = None
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers=headers(key),
-            timeout=timeout,
-            verify=verify,
-            follow_redirects=False,
-            transport=transport,
-        )
+        self._http = httpx.Client(**options, transport=transport)
 
     def __enter__(self) -> Client:
         return self
