@@ -265,3 +265,21 @@ def test_unreadable_push_tls_file_is_named(
         monkeypatch.setattr(Path, "read_bytes", refuse)
     text = _error(CollectorSettings, _tls_env(pem, GATEWAY_CA_FILE="ca"))
     assert text == f"QRNG_GATEWAY_CA_FILE: cannot read {ca}: Permission denied"
+
+
+def test_the_anu_prefix_defaults_to_the_root_and_takes_a_path() -> None:
+    """An empty prefix serves the AQN API at "/" (a client swaps only its base URL)."""
+    assert load(GatewaySettings, GATEWAY_ENV).anu_prefix == ""
+    for value in ["/anu", "/qrng/anu", "/v1.0/a_b-c~d"]:
+        assert load(GatewaySettings, {**GATEWAY_ENV, "QRNG_ANU_PREFIX": value}).anu_prefix == value
+    text = _error(GatewaySettings, {**GATEWAY_ENV, "QRNG_ANU_PREFIX": "/anu/"})
+    assert text.startswith("QRNG_ANU_PREFIX: must be empty or a path like /anu")
+
+
+def test_a_bad_anu_prefix_from_yaml_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "qrng.yaml"
+    config.write_text("gateway:\n  anu_prefix: anu\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load(GatewaySettings, GATEWAY_ENV, config)
+    assert str(err.value).startswith("QRNG_ANU_PREFIX: must be empty")
+    assert str(err.value).endswith("(from --config anu_prefix)")

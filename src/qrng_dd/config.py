@@ -15,6 +15,7 @@ logs (P6).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
@@ -41,6 +42,9 @@ S = TypeVar("S", bound="_Base")
 PREFIX = "QRNG_"
 
 CommaList = Annotated[list[str], NoDecode]
+#: A URL path prefix: one or more "/segment" of RFC 3986 unreserved characters, none of
+#: them "." or ".." (a client would resolve those away before sending).
+_PATH_PREFIX = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)+")
 
 
 def _split_commas(value: object) -> object:
@@ -144,6 +148,9 @@ class GatewaySettings(_Keyed):
     access_log: bool = True
     #: Durable sequence memory (never entropy): see :mod:`qrng_dd.gateway.state`.
     state_dir: Path | None = None
+    #: Where the ANU Quantum Numbers (AQN) API is served: "" is the root, so an AQN client
+    #: only swaps its base URL; "/anu" keeps the root free (:mod:`qrng_dd.gateway.compat.anu`).
+    anu_prefix: str = ""
 
     _split = field_validator("api_keys", mode="before")(_split_commas)
 
@@ -165,6 +172,19 @@ class GatewaySettings(_Keyed):
             raise ValueError(msg)
         if any(len(key) < 16 for key in value):
             msg = "every key must be at least 16 characters"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("anu_prefix")
+    @classmethod
+    def _check_anu_prefix(cls, value: str) -> str:
+        # Path segments of unreserved characters only: the prefix is matched literally
+        # against the request path, so nothing in it may need escaping.
+        if value and not _PATH_PREFIX.fullmatch(value):
+            msg = (
+                "must be empty or a path like /anu (segments of letters, digits and ._~-, "
+                f"no trailing '/'), got {value[:40]!r}"
+            )
             raise ValueError(msg)
         return value
 

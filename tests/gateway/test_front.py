@@ -154,6 +154,20 @@ async def test_every_parameter_is_checked_before_anything_is_drawn() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_request_the_pool_can_never_hold_is_a_400_before_anything_is_charged() -> None:
+    """1000 integers are 8000 bytes: on a 1 KiB pool that is never there, so a 503 saying
+    "retry" would be a lie. With a budget of 8000 bytes a second, the refusal charged
+    nothing: 125 integers (1000 bytes) still pass right after."""
+    async with _client(QRNG_BUFFER_SIZE="1024", QRNG_BYTE_RATE_LIMIT="1000") as client:
+        await _fill(client, 1024)
+        response = await client.get("/api/integers?count=1000", headers=BEARER)
+        detail = _problem(response, 400)["detail"]
+        assert "'count'" in detail
+        assert "1024" in detail
+        assert (await client.get("/api/integers?count=125", headers=BEARER)).status_code == 200
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize(("headers", "url", "status"), _AUTH)
 async def test_the_key_comes_from_the_bearer_header_first_then_the_query(
     headers: dict[str, str], url: str, status: int

@@ -48,6 +48,24 @@ def test_the_bearer_header_wins_over_the_query_key() -> None:
         policy.authenticate(f"Bearer {KEY_A}x", KEY_A)  # a bad header is not rescued
 
 
+def test_an_x_api_key_header_comes_after_the_bearer_token_and_before_the_query() -> None:
+    """ANU Quantum Numbers clients send ``x-api-key``: a key like the others, in its place in
+    the order, and the first key present is the only one tried."""
+    policy, _ = _policy()
+    assert policy.authenticate(None, None, KEY_A) == KEY_A
+    assert policy.authenticate(f"Bearer {KEY_B}", KEY_A, KEY_A) == KEY_B
+    assert policy.authenticate("Basic xyz", KEY_B, KEY_A) == KEY_A
+    assert policy.authenticate(None, KEY_B, KEY_A) == KEY_A
+    assert policy.authenticate(None, KEY_B, "") == KEY_B
+    with pytest.raises(Problem, match="unknown API key"):
+        policy.authenticate(None, KEY_A, "wrong-key-0123456789")
+    with pytest.raises(Problem, match="x-api-key: KEY"):
+        policy.authenticate(None, None, None)
+    assert policy.verify(KEY_B) == KEY_B
+    with pytest.raises(Problem, match="unknown API key"):
+        policy.verify(KEY_B[:-1])
+
+
 def test_a_refusal_charges_nothing_and_says_when() -> None:
     """Past the byte budget: 429 with Retry-After and the fields; the request bucket kept."""
     policy, clock = _policy(byte_rate=1000)

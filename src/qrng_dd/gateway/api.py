@@ -164,6 +164,8 @@ class Param:
             return self._parse_other(text)
         if self.choices:
             if text is None:
+                if self.default is None:
+                    raise bad_parameter(f"'{self.name}' is required: {', '.join(self.choices)}")
                 return str(self.default)
             if text not in self.choices:
                 raise bad_parameter(

@@ -24,7 +24,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qrng_dd.errors import EntropyExhaustedError
 from qrng_dd.gateway.api import Args, Call, Reply, Route
-from qrng_dd.gateway.problem import Problem, internal_error
+from qrng_dd.gateway.policy import bearer_token
+from qrng_dd.gateway.problem import Problem, bad_parameter, internal_error
 from qrng_dd.gateway.routes import ROUTES
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.logs import fingerprint
@@ -66,6 +67,7 @@ class Front:
         if len(self._by_path) != len(self.routes) or self._by_path.keys() & self.mounts.keys():
             raise ValueError("two routes on one path")
         self._access_log = settings.access_log
+        self._capacity = service.pool.capacity
         self._fingerprints = {key: fingerprint(key) for key in settings.api_keys}
         #: Per (route, status): the request counter's and the latency histogram's children.
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -88,13 +90,14 @@ class Front:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         route = self._by_path.get(path)
-        if route is None and path[-1:] != "/":
-            route = self._by_path.get(path + "/")  # "/anu" for "/anu/", as servers redirect
         if route is None:
             mount = self.mounts.get(path)
             if mount is not None:
                 await mount(scope, receive, send)
                 return
+            # "/anu" is served by the route on "/anu/" (where servers would redirect).
+            route = self._by_path.get(path + "/") if path[-1:] != "/" else None
+        if route is None:
             method = scope["method"]
             await _send(send, Reply.problem(_not_found(method, path)), method)
             return
@@ -144,10 +147,14 @@ class Front:
             parsed = memo.get(query)
             params = _EMPTY if parsed is not None or not query else _query(query)
             if route.auth:
-                authorization = _header(scope, b"authorization")
-                key = self.policy.authenticate(authorization, params.get("api_key"))
+                # The policy's order: bearer token, x-api-key (ANU clients), ?api_key=. The
+                # second header is looked for only without a token: one scan on the common path.
+                presented = bearer_token(_header(scope, b"authorization"))
+                if not presented:
+                    presented = _header(scope, b"x-api-key") or params.get("api_key")
+                key = self.policy.verify(presented)
             if parsed is None:
-                parsed = _parse(route, params)
+                parsed = _parse(route, params, self._capacity)
                 if len(query) <= _MEMO_QUERY and "api_key" not in params:
                     if len(memo) >= _MEMO_SIZE:
                         memo.clear()
@@ -229,10 +236,24 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _parse(route: Route, params: Mapping[str, str]) -> tuple[Args, int | None]:
-    """The route's arguments from ``params`` and their byte cost. Raises: Problem 400."""
+def _parse(route: Route, params: Mapping[str, str], capacity: int) -> tuple[Args, int | None]:
+    """The route's arguments from ``params`` and their byte cost.
+
+    Raises:
+        Problem: 400, a bad parameter, or a cost above ``capacity``: a request the pool can
+            never hold would otherwise be charged, then told to retry (503) forever.
+    """
     args = route.parse(params)
-    return args, None if route.cost is None else route.cost(args)
+    if route.cost is None:
+        return args, None
+    cost = route.cost(args)
+    if cost > capacity:
+        given = ", ".join(f"'{name}'" for name in params if name != "api_key") or "the defaults"
+        raise bad_parameter(
+            f"{given}: this request needs {cost} bytes of entropy, more than this gateway's "
+            f"pool can ever hold ({capacity} bytes, QRNG_BUFFER_SIZE); ask for less"
+        )
+    return args, cost
 
 
 def _query(query_string: bytes) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 from qrng_dd import __version__
 from qrng_dd.gateway.api import Param, Route
 
-_SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKeyHeader": []}, {"apiKey": []}]
 _PROBLEM_SCHEMA = {
     "type": "object",
     "required": ["type", "title", "status", "detail"],
@@ -95,6 +95,7 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key"},
                 "apiKey": {"type": "apiKey", "in": "query", "name": "api_key"},
             },
             "schemas": {"Problem": _PROBLEM_SCHEMA},

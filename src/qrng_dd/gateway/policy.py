@@ -3,9 +3,10 @@
 REST routes, the ``/mcp`` mount and any route added later ask the same :class:`Policy`, so a
 new way out cannot forget a check:
 
-* **Authentication**: ``Authorization: Bearer KEY`` first, else ``?api_key=KEY`` (the header
-  is the one that stays out of URLs and logs). Every configured key is compared in constant
-  time, whatever matched first (P6).
+* **Authentication**: ``Authorization: Bearer KEY`` first, else an ``x-api-key: KEY`` header
+  (how ANU Quantum Numbers clients send theirs, :mod:`~qrng_dd.gateway.compat.anu`), else
+  ``?api_key=KEY`` (the headers are the ones that stay out of URLs and logs). Every
+  configured key is compared in constant time, whatever matched first (P6).
 * **Limits**: per key, a request bucket and (``QRNG_BYTE_RATE_LIMIT``) a byte budget, charged
   together or not at all (:class:`~qrng_dd.ratelimit.RateLimiter`). A request that can never
   fit is still served once the bucket is full, in debt, so it is slowed, never refused
@@ -32,7 +33,9 @@ from qrng_dd.gateway.problem import Problem, unauthorized
 from qrng_dd.ratelimit import Quota, RateLimiter
 
 
-def _bearer(authorization: str | None) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header, or None (no header, another
+    scheme, no token). The front asks first, so it reads ``x-api-key`` only without one."""
     scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
@@ -50,15 +53,29 @@ class Policy:
             policy = _policy_field(limiter.quotas(None)).encode("ascii")
             self._fixed.append((b"ratelimit-policy", policy))
 
-    def authenticate(self, authorization: str | None, query_key: str | None) -> str:
-        """The API key presented, if it is one of ours: the bearer token, else ``?api_key=``.
+    def authenticate(
+        self, authorization: str | None, query_key: str | None, header_key: str | None = None
+    ) -> str:
+        """The API key presented, if it is one of ours: the bearer token, else ``header_key``
+        (the ``x-api-key`` header), else ``query_key`` (``?api_key=``). The first one present
+        is the only one tried: a wrong key is not rescued by another.
 
         Raises:
             Problem: 401.
         """
-        presented = _bearer(authorization) or query_key
+        return self.verify(bearer_token(authorization) or header_key or query_key)
+
+    def verify(self, presented: str | None) -> str:
+        """``presented`` if it is one of our keys (the front picks it from the request itself,
+        so a bearer token is parsed once per request).
+
+        Raises:
+            Problem: 401.
+        """
         if not presented:
-            raise unauthorized("an API key is required: Authorization: Bearer KEY or ?api_key=KEY")
+            raise unauthorized(
+                "an API key is required: Authorization: Bearer KEY, x-api-key: KEY or ?api_key=KEY"
+            )
         candidate = presented.encode()
         found: bytes | None = None
         for key in self._keys:

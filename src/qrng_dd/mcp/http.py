@@ -89,7 +89,9 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         try:
-            key = self._policy.authenticate(headers.get("authorization"), self._query_key(scope))
+            key = self._policy.authenticate(
+                headers.get("authorization"), self._query_key(scope), headers.get("x-api-key")
+            )
         except Problem as problem:
             await send_problem(send, problem)
             return
