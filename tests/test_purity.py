@@ -32,6 +32,10 @@ PURE = [
     "ratelimit",
     "addresses",
     "seeder.options",
+    "gateway.compat.randomorg_methods",
+    "gateway.compat.anu",
+    "gateway.shapes",
+    "gateway.shaped",
     "seeder.stats",
 ]
 FORBIDDEN = ["asyncio", "anyio", "httpx", "starlette", "uvicorn", "socket", "mcp"]

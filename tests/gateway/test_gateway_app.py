@@ -9,7 +9,7 @@ import socket
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -700,6 +700,34 @@ async def test_oversize_streamed_push_is_refused_while_reading(content_length: s
         _assert_problem(response, 413)
         assert pulled <= MAX_PACKET_BYTES // chunk + 2
         assert await _count_oversize(gw) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [(b"9" * 5000, 413), (b"\xc2\xb2", 400), (b"1" + b"0" * 19, 413), (b"-1", 400)],
+    ids=["5000-digits", "superscript-two", "20-digits", "negative"],
+)
+async def test_an_odd_content_length_on_push_is_a_4xx_never_a_500(
+    length: bytes, status: int
+) -> None:
+    """Found by the RANDOM.ORG work: int() of 5000 digits raised, and "\u00b2" passed
+    str.isdigit() then failed int(): both were 500s. A server would usually refuse such a
+    header first; the front must not rely on it."""
+    service = EntropyService(_settings({}))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"\x93", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    scope = {"type": "http", "method": "POST", "path": "/push", "query_string": b"",
+             "headers": [(b"content-length", length)]}  # fmt: skip
+    await build_app(service)(scope, receive, send)
+    assert sent[0]["status"] == status
+    assert service.pool.available == 0
 
 
 @pytest.mark.anyio

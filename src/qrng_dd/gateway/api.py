@@ -230,6 +230,27 @@ Handler = Callable[[Call], Reply]
 BodyHandler = Callable[[Call], Awaitable[Reply]]
 
 
+async def read_body(call: Call, limit: int) -> bytes | None:
+    """A body route's request body, or None as soon as it is over ``limit`` bytes: by its
+    ``Content-Length`` before a byte is read, else while it streams (never buffered whole).
+
+    A ``Content-Length`` that is not plain ASCII digits is left to the stream: ``"²"`` is a
+    digit to ``str.isdigit`` but not to ``int``, and ``int`` of thousands of digits raises.
+    """
+    declared = call.content_length or ""
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        return None
+    assert call.body is not None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in call.body:
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class Content:
     """One media type of a successful answer, for the OpenAPI document."""

@@ -8,14 +8,14 @@ answers 503; nothing here touches HTTP beyond choosing a media type.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import Mapping
 from typing import Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from qrng_dd.errors import PacketError, PoolFullError, StateError
 from qrng_dd.gateway import derive, report
-from qrng_dd.gateway.api import OCTET, TEXT, Call, Reply
+from qrng_dd.gateway.api import OCTET, TEXT, Call, Reply, read_body
 from qrng_dd.gateway.openapi import DOCS_HTML, openapi_document
 from qrng_dd.gateway.problem import Problem
 from qrng_dd.logs import fingerprint
@@ -95,18 +95,12 @@ def docs(call: Call) -> Reply:
 async def push(call: Call) -> Reply:
     """One packet in: verified, recorded, pooled, or refused with the reason's status."""
     service = call.service
-    content_length = call.content_length
-    try:
-        if content_length is not None and (
-            not content_length.isdigit() or int(content_length) > MAX_PACKET_BYTES
-        ):
-            raise PacketError("oversize", "Content-Length is over the packet limit")
-        assert call.body is not None
-        raw = await _read_limited(call.body, MAX_PACKET_BYTES)
-    except PacketError as err:
+    raw = await read_body(call, MAX_PACKET_BYTES)
+    if raw is None:
         # Refused before ingest ever sees it, but counted all the same (DESIGN §3).
+        err = PacketError("oversize", f"body is over {MAX_PACKET_BYTES} bytes")
         service.refuse(err, "http")
-        raise Problem(413, "Packet refused", f"oversize: {err.detail}") from None
+        raise Problem(413, "Packet refused", f"oversize: {err.detail}")
     try:
         result = await service.ingest(raw)
     except StateError:
@@ -135,19 +129,3 @@ async def push(call: Call) -> Reply:
         repr(fill).encode("ascii"),
     )
     return Reply(answer, "application/json")
-
-
-async def _read_limited(chunks: AsyncIterable[bytes], limit: int) -> bytes:
-    """The request body, refused as soon as it passes ``limit`` (never buffered whole).
-
-    Raises:
-        PacketError: ``oversize``.
-    """
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise PacketError("oversize", f"body is over {limit} bytes")
-        parts.append(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
