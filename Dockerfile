@@ -1,24 +1,34 @@
-# syntax=docker/dockerfile:1
-#
 # qrng-dd container image: one image, every role.
 #   docker build -t qrng-dd .
+#   docker build --build-arg BASE_IMAGE=qrng-dd-base:bookworm -t qrng-dd .   # no registry:
+#                                                   # deploy/base-image.sh builds that base
 #   docker run --rm qrng-dd keygen
 #   docker run --env-file .env -p 7764:7764 qrng-dd            # gateway (default CMD)
 #   docker run --env-file .env qrng-dd collector                # collector (no listening socket)
 #
 # Stage 1 builds the package into a virtual environment; stage 2 copies only that
-# venv onto a clean slim base: no pip cache, no build backend, no compilers, no sources.
+# venv onto a clean base: no pip cache, no build backend, no compilers, no sources.
+#
+# BASE_IMAGE is any Debian-like image with Python 3.11, venv and useradd: the official slim
+# image for those who can pull it, or qrng-dd-base:bookworm from deploy/base-image.sh (Debian
+# packages only) where no registry is reachable. Both stages use it, so the venv's interpreter
+# is the same binary at build and at run time.
+#
+# Offline: a wheelhouse in ./wheels (`pip wheel --wheel-dir wheels . hatchling` on any host
+# with Python 3.11 that reaches PyPI) makes the build install from it alone (`--no-index`),
+# so `docker build --network none` works. Without ./wheels the build installs from PyPI.
+# (No `# syntax=` line on purpose: BuildKit would pull its frontend image from Docker Hub.)
 
-ARG PYTHON_VERSION=3.11
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 ############################ builder ############################
-FROM python:${PYTHON_VERSION}-slim AS builder
+FROM ${BASE_IMAGE} AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv
-RUN python -m venv "$VIRTUAL_ENV"
+RUN python3 -m venv "$VIRTUAL_ENV"
 ENV PATH="/opt/venv/bin:$PATH"
 
 WORKDIR /build
@@ -27,14 +37,23 @@ WORKDIR /build
 # so nothing is compiled here.
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --upgrade pip \
- && pip install . \
- && qrng-dd --version
+# The optional wheelhouse. `wheel[s]` matches nothing when ./wheels is absent; README.md
+# rides along only because the classic builder refuses a COPY that matches no file at all.
+COPY README.md wheel[s] ./wheels/
+RUN if ls wheels/*.whl >/dev/null 2>&1; then \
+        pip install --no-index --find-links wheels . ; \
+    else \
+        pip install --upgrade pip && pip install . ; \
+    fi \
+ && qrng-dd --version \
+ && pip uninstall --yes --quiet pip setuptools
 
 ############################ runtime ############################
-FROM python:${PYTHON_VERSION}-slim AS runtime
+FROM ${BASE_IMAGE} AS runtime
+ARG BASE_IMAGE
 
 LABEL org.opencontainers.image.title="qrng-dd" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}" \
       org.opencontainers.image.description="Software data diode for quantum entropy: collector inside, gateway outside, one-way push." \
       org.opencontainers.image.licenses="MIT"
 
