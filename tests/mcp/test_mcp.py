@@ -318,6 +318,26 @@ async def test_short_of_entropy_is_a_tool_error_that_says_why() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_draw_the_pool_can_never_hold_is_refused_not_short() -> None:
+    """1000 integers are 8000 bytes: on a 1 KiB pool the tool says so (as REST's 400 does),
+    never "short of entropy, retry"; nothing is taken."""
+    settings = load(
+        GatewaySettings,
+        {"QRNG_HMAC_SECRET_KEY": HMAC_HEX, "QRNG_API_KEYS": API_KEY, "QRNG_BUFFER_SIZE": "1024"},
+    )
+    service = EntropyService(settings)
+    service.pool.add(os.urandom(1024))
+    async with Client(create_server(ServiceBackend(service))) as client:
+        result = await client.call_tool("get_random_integers", {"count": 1000})
+        small = await client.call_tool("get_random_integers", {"count": 100})
+    assert result.is_error
+    assert "Bad arguments" in _text(result)
+    assert "more than this gateway's pool can ever hold" in _text(result)
+    assert not small.is_error
+    assert service.pool.available == 1024 - 800
+
+
+@pytest.mark.anyio
 async def test_a_quarantined_source_is_named_when_short_of_entropy() -> None:
     """Short of entropy with a quarantined appliance: the message says which and why."""
     service = _service()

@@ -287,6 +287,8 @@ class Route:
     #: Where the route is mounted, from the settings (a compatibility API's prefix); the
     #: path is appended to it when the route is bound to settings.
     prefix: Callable[[GatewaySettings], str] | None = None
+    #: The pool's size (``QRNG_BUFFER_SIZE``) once bound to settings: see :meth:`cost_of`.
+    capacity: int | None = None
 
     def param(self, name: str) -> Param:
         for param in self.params:
@@ -296,10 +298,13 @@ class Route:
 
     def bind(self, settings: GatewaySettings | None) -> Route:
         """This route with its parameters' limits (and its prefix) for ``settings``."""
-        path = self.path
-        if settings is not None and self.prefix is not None:
-            path = self.prefix(settings) + path
-        return replace(self, path=path, params=tuple(p.bind(settings) for p in self.params))
+        path, capacity = self.path, None
+        if settings is not None:
+            capacity = settings.buffer_size
+            if self.prefix is not None:
+                path = self.prefix(settings) + path
+        params = tuple(p.bind(settings) for p in self.params)
+        return replace(self, path=path, params=params, capacity=capacity)
 
     def parse(self, params: Params) -> Args:
         """Every parameter parsed and range-checked. Raises: Problem 400."""
@@ -309,3 +314,22 @@ class Route:
         if self.check is not None:
             self.check(args)
         return args
+
+    def cost_of(self, args: Args) -> int | None:
+        """The bytes a call with ``args`` draws, None for a route that draws nothing.
+
+        Raises:
+            Problem: 400 when that is more than the pool can ever hold: charged and then
+                told "short, retry" (503), such a request would wait forever.
+        """
+        if self.cost is None:
+            return None
+        cost = self.cost(args)
+        if self.capacity is not None and cost > self.capacity:
+            named = ", ".join(f"'{p.name}'" for p in self.params if not p.choices)
+            raise bad_parameter(
+                f"{named}: this request needs {cost} bytes of entropy, more than this "
+                f"gateway's pool can ever hold ({self.capacity} bytes, QRNG_BUFFER_SIZE); "
+                "ask for less"
+            )
+        return cost

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from qrng_dd.errors import EntropyExhaustedError
 from qrng_dd.gateway.api import Args, Call, Reply, Route
 from qrng_dd.gateway.policy import bearer_token
-from qrng_dd.gateway.problem import Problem, bad_parameter, internal_error
+from qrng_dd.gateway.problem import Problem, internal_error
 from qrng_dd.gateway.routes import ROUTES
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.logs import fingerprint
@@ -67,7 +67,6 @@ class Front:
         if len(self._by_path) != len(self.routes) or self._by_path.keys() & self.mounts.keys():
             raise ValueError("two routes on one path")
         self._access_log = settings.access_log
-        self._capacity = service.pool.capacity
         self._fingerprints = {key: fingerprint(key) for key in settings.api_keys}
         #: Per (route, status): the request counter's and the latency histogram's children.
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -154,7 +153,8 @@ class Front:
                     presented = _header(scope, b"x-api-key") or params.get("api_key")
                 key = self.policy.verify(presented)
             if parsed is None:
-                parsed = _parse(route, params, self._capacity)
+                args = route.parse(params)
+                parsed = (args, route.cost_of(args))
                 if len(query) <= _MEMO_QUERY and "api_key" not in params:
                     if len(memo) >= _MEMO_SIZE:
                         memo.clear()
@@ -234,26 +234,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
-
-
-def _parse(route: Route, params: Mapping[str, str], capacity: int) -> tuple[Args, int | None]:
-    """The route's arguments from ``params`` and their byte cost.
-
-    Raises:
-        Problem: 400, a bad parameter, or a cost above ``capacity``: a request the pool can
-            never hold would otherwise be charged, then told to retry (503) forever.
-    """
-    args = route.parse(params)
-    if route.cost is None:
-        return args, None
-    cost = route.cost(args)
-    if cost > capacity:
-        given = ", ".join(f"'{name}'" for name in params if name != "api_key") or "the defaults"
-        raise bad_parameter(
-            f"{given}: this request needs {cost} bytes of entropy, more than this gateway's "
-            f"pool can ever hold ({capacity} bytes, QRNG_BUFFER_SIZE); ask for less"
-        )
-    return args, cost
 
 
 def _query(query_string: bytes) -> dict[str, str]:

@@ -14,6 +14,7 @@ from qrng_dd.client import AsyncClient, ClientError
 from qrng_dd.client.protocol import FailureKind
 from qrng_dd.errors import EntropyExhaustedError, QrngError
 from qrng_dd.gateway import report, shaped
+from qrng_dd.gateway.api import Route
 from qrng_dd.gateway.problem import Problem
 from qrng_dd.gateway.routes import BY_NAME
 
@@ -66,23 +67,36 @@ class ServiceBackend:
     exactly as the REST route would charge it; the guard already charged the request.
     """
 
-    def __init__(self, service: EntropyService, caller: str | None = None) -> None:
+    def __init__(
+        self,
+        service: EntropyService,
+        caller: str | None = None,
+        routes: Mapping[str, Route] | None = None,
+    ) -> None:
         self.service = service
         self.caller = caller
+        #: The route table bound to this gateway's settings: the REST routes' limits.
+        self._routes = routes or {r.name: r.bind(service.settings) for r in BY_NAME.values()}
         # What the REST route would accept: QRNG_MAX_REQUEST_BYTES, within the pool's capacity.
-        self._max_bytes = BY_NAME["random"].bind(service.settings).param("bytes").maximum
+        self._max_bytes = self._routes["random"].param("bytes").maximum
 
     def bind(self, caller: str | None) -> ServiceBackend:
-        return self if caller == self.caller else ServiceBackend(self.service, caller)
+        if caller == self.caller:
+            return self
+        return ServiceBackend(self.service, caller, self._routes)
 
     def _draw(self, route: str, args: Mapping[str, Any], fn: Callable[[], T]) -> T:
         """``fn`` charged to the caller at the REST route's byte cost (the guard already
         charged the request), then run: the service is synchronous and runs on this event
-        loop, so each call is atomic (P3)."""
-        cost = BY_NAME[route].cost
+        loop, so each call is atomic (P3). A cost the pool can never hold is refused, as
+        the REST route refuses it."""
+        try:
+            cost = self._routes[route].cost_of(args)
+        except Problem as problem:
+            raise BackendError("refused", problem.detail) from None
         if self.caller is not None and cost is not None:
             try:
-                self.service.charge(self.caller, cost(args), request=False)
+                self.service.charge(self.caller, cost, request=False)
             except Problem as problem:
                 raise BackendError("rate_limited", problem.detail, problem.retry_after) from None
         try:
@@ -117,9 +131,8 @@ class ServiceBackend:
 
     async def shape(self, route: str, args: Mapping[str, Any]) -> Any:
         # Parsed and checked exactly as the REST route parses its query string.
-        bound = BY_NAME[route].bind(self.service.settings)
         try:
-            parsed = bound.parse({name: str(value) for name, value in args.items()})
+            parsed = self._routes[route].parse({name: str(value) for name, value in args.items()})
         except Problem as problem:
             raise BackendError("refused", problem.detail) from None
         values = shaped.VALUES[route]
