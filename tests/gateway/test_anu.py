@@ -7,23 +7,18 @@ import math
 import os
 import struct
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from qrng_dd.config import GatewaySettings, load
+from qrng_dd.config import GatewaySettings
 from qrng_dd.errors import ConfigError
 from qrng_dd.gateway.compat import anu
-from qrng_dd.gateway.server import build_app
-from qrng_dd.gateway.service import EntropyService
 from qrng_dd.wire.packet import PacketKey
 from tests.conftest import KEY_HEX
-from tests.support.gateway import make_raw
+from tests.support.gateway import API_KEY, OTHER_KEY, asgi_client, gateway_settings, make_raw
 
-API_KEY = "test-api-key-0123456789"
-OTHER_KEY = "other-api-key-9876543210"
 WRONG_KEY = "wrong-api-key-000000000"
 X_API_KEY = {"x-api-key": API_KEY}
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
@@ -32,24 +27,11 @@ POOL = 2 * 1_048_576  # room for the largest legacy request (1024 strings of 102
 
 
 def _settings(**env: str) -> GatewaySettings:
-    values = {
-        "QRNG_HMAC_SECRET_KEY": KEY_HEX,
-        "QRNG_API_KEYS": f"{API_KEY},{OTHER_KEY}",
-        "QRNG_RATE_LIMIT": "100000",
-        "QRNG_MAX_CLOCK_SKEW_S": "0",  # one clock: no quiet start
-        "QRNG_BUFFER_SIZE": str(POOL),
-        "QRNG_ACCESS_LOG": "false",
-    }
-    values.update(env)
-    return load(GatewaySettings, values)
+    return gateway_settings({"QRNG_BUFFER_SIZE": str(POOL), **env})
 
 
-@contextlib.asynccontextmanager
-async def _client(**env: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = build_app(EntropyService(_settings(**env)))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-        yield client
+def _client(**env: str) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    return asgi_client(_settings(**env))
 
 
 async def _push(client: httpx.AsyncClient, data: bytes) -> None:

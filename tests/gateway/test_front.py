@@ -12,7 +12,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from qrng_dd.config import GatewaySettings, load
+from qrng_dd.config import GatewaySettings
 from qrng_dd.gateway.front import Front, _query
 from qrng_dd.gateway.routes import BY_NAME, ROUTES
 from qrng_dd.gateway.server import build_app
@@ -21,10 +21,8 @@ from qrng_dd.mcp.backends import ServiceBackend
 from qrng_dd.mcp.tools import create_server
 from qrng_dd.wire.packet import PacketKey
 from tests.conftest import KEY_HEX
-from tests.support.gateway import make_raw
+from tests.support.gateway import API_KEY, OTHER_KEY, asgi_client, gateway_settings, make_raw
 
-API_KEY = "test-api-key-0123456789"
-OTHER_KEY = "other-api-key-9876543210"
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
 PROBLEM = "application/problem+json"
 INT64_MIN = -(2**63)
@@ -77,24 +75,11 @@ _AUTH = [
 
 
 def _settings(**env: str) -> GatewaySettings:
-    values = {
-        "QRNG_HMAC_SECRET_KEY": KEY_HEX,
-        "QRNG_API_KEYS": f"{API_KEY},{OTHER_KEY}",
-        "QRNG_RATE_LIMIT": "100000",
-        "QRNG_ACCESS_LOG": "true",
-        "QRNG_MAX_CLOCK_SKEW_S": "0",  # one clock: no quiet start
-        "QRNG_BUFFER_SIZE": "65536",
-    }
-    values.update(env)
-    return load(GatewaySettings, values)
+    return gateway_settings({"QRNG_ACCESS_LOG": "true", "QRNG_BUFFER_SIZE": "65536", **env})
 
 
-@contextlib.asynccontextmanager
-async def _client(**env: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = build_app(EntropyService(_settings(**env)))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-        yield client
+def _client(**env: str) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    return asgi_client(_settings(**env))
 
 
 async def _fill(client: httpx.AsyncClient, total: int) -> None:

@@ -19,17 +19,15 @@ import msgpack
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from qrng_dd.config import GatewaySettings, load
+from qrng_dd.config import GatewaySettings
 from qrng_dd.gateway.server import GatewayServer, build_app
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.net import bind
 from qrng_dd.wire.packet import MAX_PACKET_BYTES, PacketKey
 from qrng_dd.wire.telemetry import encode_telemetry
 from tests.conftest import KEY_HEX
-from tests.support.gateway import make_raw
+from tests.support.gateway import API_KEY, OTHER_KEY, gateway_settings, make_raw
 
-API_KEY = "test-api-key-0123456789"
-OTHER_KEY = "other-api-key-9876543210"
 OTHER_HMAC = "ff" * 32
 PROBLEM = "application/problem+json"
 INT64_MIN = -(2**63)
@@ -37,15 +35,7 @@ INT64_MAX = 2**63 - 1
 
 
 def _settings(env: dict[str, str]) -> GatewaySettings:
-    values = {
-        "QRNG_HMAC_SECRET_KEY": KEY_HEX,
-        "QRNG_API_KEYS": f"{API_KEY},{OTHER_KEY}",
-        "QRNG_RATE_LIMIT": "100000",
-        "QRNG_ACCESS_LOG": "false",
-        "QRNG_MAX_CLOCK_SKEW_S": "0",  # one clock: no quiet start
-    }
-    values.update(env)
-    return load(GatewaySettings, values)
+    return gateway_settings(env)
 
 
 @dataclass

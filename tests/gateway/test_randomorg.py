@@ -19,16 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
-from qrng_dd.config import GatewaySettings, load
+from qrng_dd.config import GatewaySettings
 from qrng_dd.gateway.compat.randomorg import MAX_BODY, SHORT_OF_ENTROPY, UNLIMITED
 from qrng_dd.gateway.server import build_app
 from qrng_dd.gateway.service import EntropyService
 from qrng_dd.wire.packet import PacketKey
 from tests.conftest import KEY_HEX
-from tests.support.gateway import make_raw
+from tests.support.gateway import API_KEY, OTHER_KEY, gateway_settings, make_raw
 
-API_KEY = "test-api-key-0123456789"
-OTHER_KEY = "other-api-key-9876543210"
 URL = "/json-rpc/4/invoke"
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ")
 ALPHANUMERIC = string.ascii_uppercase + string.ascii_lowercase + string.digits
@@ -36,16 +34,7 @@ _DROP = object()  # a parameter left out
 
 
 def _settings(**env: str) -> GatewaySettings:
-    values = {
-        "QRNG_HMAC_SECRET_KEY": KEY_HEX,
-        "QRNG_API_KEYS": f"{API_KEY},{OTHER_KEY}",
-        "QRNG_RATE_LIMIT": "100000",
-        "QRNG_ACCESS_LOG": "false",
-        "QRNG_MAX_CLOCK_SKEW_S": "0",  # one clock: no quiet start
-        "QRNG_BUFFER_SIZE": "1048576",
-    }
-    values.update(env)
-    return load(GatewaySettings, values)
+    return gateway_settings({"QRNG_BUFFER_SIZE": "1048576", **env})
 
 
 class Gateway:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -29,7 +29,41 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from qrng_dd.config import GatewaySettings, load
+from qrng_dd.gateway.server import build_app
+from qrng_dd.gateway.service import EntropyService
 from qrng_dd.wire.packet import Packet, PacketKey, encode
+from tests.conftest import KEY_HEX
+
+#: The API keys of the in-process gateways the unit tests build (:func:`gateway_settings`).
+API_KEY = "test-api-key-0123456789"
+OTHER_KEY = "other-api-key-9876543210"
+
+
+def gateway_settings(env: Mapping[str, str] | None = None) -> GatewaySettings:
+    """Settings of an in-process gateway: the test HMAC key, both API keys, a rate limit no
+    test reaches, one clock (no quiet start), no access log; ``env`` wins."""
+    values = {
+        "QRNG_HMAC_SECRET_KEY": KEY_HEX,
+        "QRNG_API_KEYS": f"{API_KEY},{OTHER_KEY}",
+        "QRNG_RATE_LIMIT": "100000",
+        "QRNG_MAX_CLOCK_SKEW_S": "0",
+        "QRNG_ACCESS_LOG": "false",
+    }
+    values.update(env or {})
+    return load(GatewaySettings, values)
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on an in-process gateway with ``settings``: the one ASGI front, no
+    server; an application error is answered as the front answers it, not raised."""
+    transport = httpx.ASGITransport(
+        app=build_app(EntropyService(settings)), raise_app_exceptions=False
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        yield client
+
 
 STARTUP_DEADLINE_S = 20.0
 STOP_DEADLINE_S = 10.0
