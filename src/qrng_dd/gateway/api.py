@@ -134,8 +134,6 @@ class Param:
     choices: tuple[str, ...] = ()
     cap: int | None = None
     kind: Literal["integer", "number", "text"] = "integer"
-    #: ``text`` only: a regular expression the whole value must match.
-    pattern: str | None = None
 
     @property
     def maximum(self) -> int:
@@ -198,8 +196,6 @@ class Param:
                 raise bad_parameter(
                     f"'{self.name}' must be {low} to {high} characters long, got {len(text)}"
                 )
-            if self.pattern is not None and re.fullmatch(self.pattern, text) is None:
-                raise bad_parameter(f"'{self.name}' must match {self.pattern}, got {text[:40]!r}")
             return text
         try:
             value = float(text) if len(text) <= 40 else math.nan

@@ -32,8 +32,6 @@ def _parameter(param: Param) -> dict[str, Any]:
         schema = {"type": "string", "enum": list(param.choices)}
     elif param.kind == "text":
         schema = {"type": "string", "minLength": param.low, "maxLength": param.high}
-        if param.pattern is not None:
-            schema["pattern"] = param.pattern
     elif param.kind == "number":
         schema = {"type": "number", "minimum": param.low, "maximum": param.high}
     else:
