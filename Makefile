@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test check bench fmt clean
+.PHONY: demo test check bench fuzz soak fmt clean
+
+FUZZ_SCALE ?= 20
+SOAK_SECONDS ?= 300
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +28,13 @@ check: $(STAMP)  ## lint and type-check (src, tests and bench, mypy strict)
 
 bench: $(STAMP)  ## benchmarks; writes bench-results.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+fuzz: $(STAMP)  ## long fuzzing: FUZZ_SCALE times the bounded run of make test, then atheris
+	$(BIN)/pip install --quiet -e '.[dev,bench,fuzz]'
+	QRNG_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest -m fuzz tests/fuzz $(PYTEST_ARGS)
+
+soak: $(STAMP)  ## steady mixed load on the whole diode; SOAK_SECONDS=3600 for the hour
+	QRNG_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m pytest -m soak tests/soak $(PYTEST_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
