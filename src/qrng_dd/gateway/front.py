@@ -16,7 +16,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from time import perf_counter
-from typing import Any, Final
+from typing import Final
 from urllib.parse import parse_qsl
 
 import structlog
@@ -28,7 +28,7 @@ from qrng_dd.gateway.policy import bearer_token
 from qrng_dd.gateway.problem import Problem, internal_error
 from qrng_dd.gateway.routes import ROUTES
 from qrng_dd.gateway.service import EntropyService
-from qrng_dd.logs import fingerprint
+from qrng_dd.logs import AccessLog, fingerprint
 
 log = structlog.get_logger("qrng_dd.gateway.http")
 
@@ -67,9 +67,12 @@ class Front:
         if len(self._by_path) != len(self.routes) or self._by_path.keys() & self.mounts.keys():
             raise ValueError("two routes on one path")
         self._access_log = settings.access_log
+        #: JSON lines at level info or below take the fast way; console lines are for people.
+        self._fast_log: AccessLog | None = None
+        if settings.log_format == "json" and settings.log_level.lower() in ("debug", "info"):
+            self._fast_log = AccessLog()
         self._fingerprints = {key: fingerprint(key) for key in settings.api_keys}
-        #: Per (route, status): the request counter's and the latency histogram's children.
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._stats = service.metrics.requests
         #: Per route: query string -> its arguments and their cost (see _MEMO_SIZE).
         self._memo: dict[str, dict[bytes, tuple[Args, int | None]]] = {
             route.name: {} for route in self.routes
@@ -114,7 +117,7 @@ class Front:
         except Exception:
             log.exception("unhandled_error", path=path)
             reply = Reply.problem(internal_error())
-            self._record(route.name, reply.status, perf_counter())
+            self._stats.record(route.name, reply.status, 0.0)
         await _send(send, reply, method)
 
     async def _run_lifespan(self, receive: Receive, send: Send) -> None:
@@ -122,6 +125,7 @@ class Front:
         started = False
         try:
             async with contextlib.AsyncExitStack() as stack:
+                stack.callback(self.flush_log)  # last out: the lines of the shutdown too
                 if self._lifespan is not None:
                     await stack.enter_async_context(self._lifespan())
                 await send({"type": "lifespan.startup.complete"})
@@ -132,6 +136,11 @@ class Front:
             await send({"type": f"lifespan.{phase}.failed", "message": traceback.format_exc()})
             raise
         await send({"type": "lifespan.shutdown.complete"})
+
+    def flush_log(self) -> None:
+        """Write the access-log lines still waiting (the fast log batches them)."""
+        if self._fast_log is not None:
+            self._fast_log.flush()
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -193,21 +202,13 @@ class Front:
         )
         return Reply.problem(Problem(503, "Short of entropy", detail, {"Retry-After": str(wait)}))
 
-    def _record(self, name: str, status: int, started: float) -> None:
-        children = self._children.get((name, status))
-        if children is None:
-            metrics = self.service.metrics
-            children = self._children[(name, status)] = (
-                metrics.requests.labels(name, str(status)),
-                metrics.latency.labels(name),
-            )
-        children[0].inc()
-        children[1].observe(perf_counter() - started)
-
     def _finish(self, name: str, reply: Reply, started: float, key: str) -> None:
         status = reply.status
-        self._record(name, status, started)
-        if self._access_log or status >= 500:
+        self._stats.record(name, status, perf_counter() - started)
+        if self._access_log and self._fast_log is not None and status < 500:
+            key_name = self._fingerprints.get(key, "-")
+            self._fast_log.write(name, status, len(reply.body), perf_counter() - started, key_name)
+        elif self._access_log or status >= 500:
             log.info(
                 "request",
                 endpoint=name,

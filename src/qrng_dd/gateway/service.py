@@ -298,10 +298,6 @@ class EntropyService:
 
     # -- serving --------------------------------------------------------------------------
 
-    def _served(self, n: int) -> None:
-        self.requests_served += 1
-        self.metrics.bytes_served.inc(n)
-
     def charge(self, key: str, nbytes: int = 0, *, request: bool = True) -> None:
         """Charge a request (unless ``request`` is false) and ``nbytes`` to ``key``'s limits,
         whatever way out it came by (a REST route, an MCP tool).
@@ -313,8 +309,8 @@ class EntropyService:
 
     def take(self, n: int) -> bytes:
         """Exactly ``n`` pool bytes. Raises: EntropyExhaustedError (nothing taken)."""
-        data = self.pool.take(n)
-        self._served(n)
+        data = self.pool.take(n)  # qrng_bytes_served_total is the pool's taken_total
+        self.requests_served += 1
         return data
 
     def derive(self, fn: Callable[[derive.Reader], T]) -> T:
@@ -322,7 +318,8 @@ class EntropyService:
         none are taken if it raises (EntropyExhaustedError when the pool runs short)."""
         draw = self.pool.draw()
         result = fn(draw.read)  # raises EntropyExhaustedError before anything is removed
-        self._served(draw.commit())
+        draw.commit()
+        self.requests_served += 1
         return result
 
     def integers(self, count: int, low: int, high: int) -> list[int]:
