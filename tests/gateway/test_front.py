@@ -4,6 +4,7 @@ and the table as the single source of the OpenAPI document and the MCP tool sche
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -120,14 +121,21 @@ def test_query_parsing_is_the_standard_one(query: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_every_parameter_is_checked_before_anything_is_drawn() -> None:
+async def test_every_parameter_is_checked_before_anything_is_drawn(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """A 400 names the parameter and takes nothing; every answer is logged once."""
-    async with _client() as client:
+    app = build_app(EntropyService(_settings()))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
         await _fill(client, 60_000)
         for url, status, word in _GETS:
             before = await _available(client)
-            with capture_logs() as logs:
-                response = await client.get(url, headers=BEARER)
+            app.flush_log()
+            capsys.readouterr()
+            response = await client.get(url, headers=BEARER)
+            app.flush_log()
+            logs = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
             assert response.status_code == status, (url, response.text)
             assert [e["event"] for e in logs] == ["request"], url
             assert logs[0]["status"] == status
