@@ -79,8 +79,8 @@ class RequestStats(Collector):
         for endpoint, counts in self._latency.items():
             cumulative = 0.0
             buckets: list[tuple[str, float]] = []
-            for bound, count in zip(bounds, counts, strict=False):  # the sum is left out
-                cumulative += count
+            for bound, in_bucket in zip(bounds, counts, strict=False):  # the sum is left out
+                cumulative += in_bucket
                 buckets.append((bound, cumulative))
             latency.add_metric([endpoint], buckets, counts[-1])
         yield latency
