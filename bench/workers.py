@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from tests.support.gateway import make_raw
 
 from bench.loadgen import close_all, read_response, run_async
-from bench.plan import HOST, MB, MIB, UDP_PAYLOAD
+from bench.plan import HOST, MB, MIB
 from qrng_dd.wire.packet import FLAG_ENCRYPTED, MAX_DATA_BYTES, PacketKey
 
 __all__ = ["fill_worker", "in_process", "ingest_worker", "make_packets", "udp_worker"]
@@ -156,14 +156,15 @@ def ingest_worker(
 
 
 def udp_worker(
-    port: int, key_hex: str, source: str, rate_mb_s: float, seconds: float
+    port: int, key_hex: str, source: str, rate_mb_s: float, seconds: float, payload: int
 ) -> dict[str, Any]:
-    """Send pre-built 1200-byte-payload datagrams, paced to ``rate_mb_s``; never read."""
-    count = max(1, int(rate_mb_s * MB * seconds / UDP_PAYLOAD))
+    """Send pre-built datagrams of ``payload`` entropy bytes, paced to ``rate_mb_s``; never
+    read."""
+    count = max(1, int(rate_mb_s * MB * seconds / payload))
     t_gen = time.perf_counter()
-    packets = make_packets(key_hex, source, count, UDP_PAYLOAD)
+    packets = make_packets(key_hex, source, count, payload)
     generated = time.perf_counter() - t_gen
-    interval = UDP_PAYLOAD / (rate_mb_s * MB)
+    interval = payload / (rate_mb_s * MB)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 * MIB)
     sock.connect((HOST, port))
@@ -188,7 +189,7 @@ def udp_worker(
         "sent": count,
         "send_errors": send_errors,
         "seconds": elapsed,
-        "offered_mb_s": count * UDP_PAYLOAD / elapsed / MB,
+        "offered_mb_s": count * payload / elapsed / MB,
         "generate_seconds": generated,
         "datagram_bytes": len(packets[0]),
     }

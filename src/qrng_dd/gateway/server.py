@@ -46,8 +46,7 @@ def build_app(service: EntropyService) -> Front:
         async with contextlib.AsyncExitStack() as stack:
             address = settings.udp_address
             if address is not None:
-                transport = await start_udp(service, open_socket(*address))
-                stack.callback(transport.close)
+                stack.callback(start_udp(service, open_socket(*address)).close)
             if mcp_lifespan is not None:
                 await stack.enter_async_context(mcp_lifespan())
             log.info(

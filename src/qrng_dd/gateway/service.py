@@ -158,7 +158,7 @@ class EntropyService:
         self.rejected[err.reason] += 1
         self._log_refusal(err, transport)
 
-    def receive(self, raw: bytes, transport: str, *, resendable: bool) -> Received:
+    def receive(self, raw: bytes | memoryview, transport: str, *, resendable: bool) -> Received:
         """Verify one encoded packet and record it as accepted; pool nothing yet.
 
         Telemetry is applied at once (it carries no entropy). ``resendable``: the sender can
@@ -265,10 +265,11 @@ class EntropyService:
         await self.durable(received)
         return self.pool_bytes(received)
 
-    def ingest_datagram(self, raw: bytes) -> None:
+    def ingest_datagram(self, raw: bytes | memoryview) -> None:
         """A UDP datagram: nobody can be asked to resend, so what does not fit is dropped.
 
-        With a state directory its bytes are pooled by a task once durable.
+        With a state directory its bytes are pooled by a task once durable. ``raw`` may be a
+        view of the receiver's reused buffer: nothing here keeps a reference to it.
 
         Raises:
             PacketError: refused; counted and logged.

@@ -149,7 +149,7 @@ class PacketVerifier:
         """Packets created before this time (on the gateway's clock) are refused as stale."""
         return self._not_before_us / 1_000_000
 
-    def check(self, raw: bytes) -> Verified:
+    def check(self, raw: bytes | memoryview) -> Verified:
         """Run every check on an encoded packet; record nothing.
 
         Raises:
@@ -230,7 +230,7 @@ class PacketVerifier:
         state.gaps += gap
         return gap
 
-    def verify(self, raw: bytes) -> Accepted:
+    def verify(self, raw: bytes | memoryview) -> Accepted:
         """:meth:`check` then :meth:`accept`, for callers that always take the packet."""
         return self.accept(self.check(raw))
 

@@ -202,7 +202,7 @@ def _check_fields(
         raise ValueError(msg)
 
 
-def unpack_bounded(data: bytes, what: str, **limits: Any) -> Any:
+def unpack_bounded(data: bytes | memoryview, what: str, **limits: Any) -> Any:
     """MessagePack with every container limit closed unless the caller opens it.
 
     Raises:
@@ -224,8 +224,9 @@ def unpack_bounded(data: bytes, what: str, **limits: Any) -> Any:
         raise PacketError("malformed", f"{what} is not valid MessagePack") from err
 
 
-def open_frame(raw: bytes) -> tuple[bytes, bytes]:
-    """Split an encoded packet into ``(body, tag)`` without parsing the body.
+def open_frame(raw: bytes | memoryview) -> tuple[bytes, bytes]:
+    """Split an encoded packet into ``(body, tag)`` without parsing the body; both are
+    copies, so ``raw`` may be a view of a buffer that is reused at once (the UDP receiver).
 
     Only the outer three-item array is decoded, with every MessagePack container limit set
     to what a valid frame needs, so unauthenticated input cannot make us allocate more than
