@@ -119,8 +119,8 @@ class EntropyService:
         self._overflow_counter = m.bytes_dropped.labels("overflow")
         self._evicted_counter = m.bytes_dropped.labels("evicted")
         self.state_dir_counter = m.bytes_dropped.labels("state")
-        self._accepted_counters: dict[str, Any] = {}
-        self._received_counters: dict[str, Any] = {}
+        self._accepted = m.sources.packets
+        self._received = m.sources.bytes
 
     def _log_refusal(self, err: PacketError, transport: str) -> None:
         # Every refusal is counted; the log gets the first of each reason per second plus a
@@ -181,18 +181,13 @@ class EntropyService:
         now = self.clock()
         self.last_packet_at = now
         source = packet.source
-        counter = self._accepted_counters.get(source)
-        if counter is None:
-            counter = self._accepted_counters[source] = self.metrics.packets_accepted.labels(source)
-        counter.inc()
+        self._accepted[source] = self._accepted.get(source, 0) + 1
         if accepted.gap:
             self.metrics.sequence_gaps.labels(source).inc(accepted.gap)
         if now - self._last_forget > 60:
             self._last_forget = now
             for idle in self.verifier.forget_idle():
                 self.telemetry.pop(idle, None)
-                self._accepted_counters.pop(idle, None)
-                self._received_counters.pop(idle, None)
         if packet.telemetry:
             self._telemetry_received(packet, now)
         generation = self.journal.changed() if self.journal is not None else 0
@@ -223,10 +218,7 @@ class EntropyService:
         kept = self.pool.add(packet.data)
         dropped = len(packet.data) - kept
         source = packet.source
-        counter = self._received_counters.get(source)
-        if counter is None:
-            counter = self._received_counters[source] = self.metrics.bytes_received.labels(source)
-        counter.inc(len(packet.data))
+        self._received[source] = self._received.get(source, 0) + len(packet.data)
         if dropped:
             self._overflow_counter.inc(dropped)
         if evicted := self.pool.evicted_total - evicted_before:
