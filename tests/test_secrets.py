@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qrng_dd.logs import fingerprint
-from tests.support.gateway import make_raw, push_packets, start_gateway
+from tests.support.gateway import make_raw, push_packets, start_gateway, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -21,6 +21,8 @@ def test_access_log_names_keys_by_fingerprint_and_never_writes_a_secret() -> Non
             assert client.get("/api/uuid", params={"api_key": wrong}).status_code == 401
             forged = make_raw(gw.key, b"x" * 64)[:-1] + b"\x00"
             assert client.post("/push", content=forged).status_code == 401
+        # The access log is written in batches; a clean stop flushes the last one.
+        assert stop(gw.proc) == 0
         log = gw.stderr()
     assert '"event": "request"' in log
     assert fingerprint(gw.api_key) in log
