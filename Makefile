@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: demo test check bench fuzz soak fmt clean
 
 FUZZ_SCALE ?= 20
+FUZZ_RUNS ?= 1000000
 SOAK_SECONDS ?= 300
 
 $(STAMP): pyproject.toml
@@ -32,6 +33,7 @@ bench: $(STAMP)  ## benchmarks; writes bench-results.json
 fuzz: $(STAMP)  ## long fuzzing: FUZZ_SCALE times the bounded run of make test, then atheris
 	$(BIN)/pip install --quiet -e '.[dev,bench,fuzz]'
 	QRNG_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest -m fuzz tests/fuzz $(PYTEST_ARGS)
+	$(BIN)/python -m tests.fuzz.coverage_guided -atheris_runs=$(FUZZ_RUNS)
 
 soak: $(STAMP)  ## steady mixed load on the whole diode; SOAK_SECONDS=3600 for the hour
 	QRNG_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m pytest -m soak tests/soak $(PYTEST_ARGS)

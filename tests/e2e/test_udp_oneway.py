@@ -39,6 +39,7 @@ from tests.support.gateway import (
     make_raw,
     start_gateway,
     stop,
+    udp_socket_drops,
 )
 from tests.support.netns import NamespacesUnavailableError, OneWayLink, check_namespaces_possible
 from tests.support.netns import one_way_link as _one_way_link
@@ -108,17 +109,6 @@ def log_events(stderr: str, event: str) -> list[dict[str, Any]]:
             if isinstance(record, dict) and record.get("event") == event:
                 found.append(record)
     return found
-
-
-def udp_socket_drops(pid: int, port: int) -> int:
-    """Datagrams the kernel dropped on ``pid``'s UDP socket bound to ``port`` (full buffer)."""
-    with open(f"/proc/{pid}/net/udp", encoding="ascii") as table:
-        for line in list(table)[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return int(fields[-1])
-    msg = f"no UDP socket on port {port} in /proc/{pid}/net/udp"
-    raise AssertionError(msg)
 
 
 # -- the dropping relay -------------------------------------------------------------------

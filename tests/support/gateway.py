@@ -190,6 +190,17 @@ class RunningGateway:
         return self.stderr_file.read().decode(errors="replace")
 
 
+def udp_socket_drops(pid: int, port: int) -> int:
+    """Datagrams the kernel dropped on ``pid``'s UDP socket bound to ``port`` (full buffer)."""
+    with open(f"/proc/{pid}/net/udp", encoding="ascii") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return int(fields[-1])
+    msg = f"no UDP socket on port {port} in /proc/{pid}/net/udp"
+    raise AssertionError(msg)
+
+
 def process_tree(pid: int) -> list[psutil.Process]:
     """Process ``pid`` and all its children (granian serves from a worker); [] once it is gone."""
     try:
