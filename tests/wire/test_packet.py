@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -60,6 +62,20 @@ def test_telemetry_vector_carries_a_map() -> None:
     packet = wire.decode(bytes.fromhex(case["packet_hex"]), VECTOR_KEY)
     assert packet.telemetry
     assert isinstance(decode_telemetry(packet.data), dict)
+
+
+def test_telemetry_keeps_only_what_json_can_carry() -> None:
+    """bin values, NaN and byte-string keys are dropped, at any depth; the rest is kept."""
+    sent = {
+        "uptime_seconds": float("nan"),
+        "note": b"\x00\xff",
+        b"raw-key": 1,
+        "health": {"a:1": "healthy", "b:2": b"x", "c:3": [1, float("inf"), "ok", None, True]},
+        "data_seq": 7,
+    }
+    received = decode_telemetry(msgpack.packb(sent, use_bin_type=True))
+    assert received == {"health": {"a:1": "healthy", "c:3": [1, "ok", None, True]}, "data_seq": 7}
+    json.dumps(received, allow_nan=False)
 
 
 def test_payload_key_matches_the_vector_file() -> None:
@@ -133,6 +149,69 @@ def test_garbage_body_under_a_valid_tag_is_malformed(key: PacketKey) -> None:
     raw = msgpack.packb([1, body, key.tag(body)], use_bin_type=True)
     with pytest.raises(PacketError) as err:
         wire.decode(raw, key)
+    assert err.value.reason == "malformed"
+
+
+def _body(*fields: bytes) -> bytes:
+    """A body from hand-encoded fields: fixarray(8) then the fields as given."""
+    return b"\x98" + b"".join(fields)
+
+
+_ID = b"\xc4\x10" + bytes(range(16))
+_DATA = b"\xc4\x03abc"
+_CRC = b"\xce" + zlib.crc32(b"abc").to_bytes(4, "big")
+
+
+def test_wider_encodings_than_needed_are_read_like_the_shortest() -> None:
+    """Another encoder may pick bin16, str16, a uint64 or a signed int for a small value: the
+    hand-written reader accepts every width MessagePack allows for each field."""
+    shortest = wire.parse_body(
+        _body(_ID, b"\x00", b"\xa1c", b"\xa1g", b"\x07", b"\x09", _DATA, _CRC)
+    )
+    widest = wire.parse_body(
+        _body(
+            b"\xc6\x00\x00\x00\x10" + bytes(range(16)),
+            b"\xcf" + bytes(8),
+            b"\xdb\x00\x00\x00\x01c",
+            b"\xda\x00\x01g",
+            b"\xd3" + (7).to_bytes(8, "big"),
+            b"\xd0\x09",
+            b"\xc5\x00\x03abc",
+            _CRC,
+        )
+    )
+    assert widest == shortest
+    assert (shortest.source, shortest.seq, shortest.ts_us, shortest.data) == ("c", 7, 9, b"abc")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _body(b"\x91" + _ID, b"\x00", b"\xa1c", b"\xa1g", b"\x07", b"\x09", _DATA, _CRC),
+        _body(_ID, b"\xff", b"\xa1c", b"\xa1g", b"\x07", b"\x09", _DATA, _CRC),
+        _body(_ID, b"\x00", b"\xc4\x01c", b"\xa1g", b"\x07", b"\x09", _DATA, _CRC),
+        _body(_ID, b"\x00", b"\xa1c", b"\xa1g", b"\x07", b"\x09", _DATA, _CRC, b"\x00"),
+        _body(_ID, b"\x00", b"\xa1c", b"\xa1g", b"\x07", b"\x09", b"\xc4\x09abc", _CRC),
+        _body(_ID, b"\x00", b"\xa2\xff\xfe", b"\xa1g", b"\x07", b"\x09", _DATA, _CRC),
+        _body(_ID, b"\x00", b"\xd9\x41" + b"c" * 65, b"\xa1g", b"\x07", b"\x09", _DATA, _CRC),
+        _body(_ID, b"\x00", b"\xa1c", b"\xa1g", b"\x07", b"\xcf\x00"),
+        b"\x97" + _ID,
+    ],
+    ids=[
+        "array-for-id",
+        "negative-flags",
+        "bin-for-str",
+        "extra-byte",
+        "short-data",
+        "not-utf8",
+        "long-id",
+        "truncated-int",
+        "7-items",
+    ],  # fmt: skip
+)
+def test_a_body_off_the_contract_is_malformed_at_its_first_wrong_byte(body: bytes) -> None:
+    with pytest.raises(PacketError) as err:
+        wire.parse_body(body)
     assert err.value.reason == "malformed"
 
 

@@ -224,59 +224,130 @@ def unpack_bounded(data: bytes | memoryview, what: str, **limits: Any) -> Any:
         raise PacketError("malformed", f"{what} is not valid MessagePack") from err
 
 
+# MessagePack type bytes this codec reads by hand, with the size of what follows them: the
+# length of a bin or str, or the value of an unsigned int (big-endian).
+_BIN_HEADS: Final = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+_STR_HEADS: Final = {0xD9: 1, 0xDA: 2, 0xDB: 4}
+_UINT_HEADS: Final = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+_INT_HEADS: Final = {0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}  # signed: ranges are checked later
+_BODY_HEAD: Final = b"\x98"  # fixarray(8)
+
+# The readers below index ``buf`` one byte at a time: reading past its end raises IndexError,
+# which the two public parsers turn into ``malformed``. Slices do not raise, so each reader
+# checks the end of what it slices.
+
+
+def _int(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """The int at ``pos`` in any MessagePack width, and the position after it."""
+    first = buf[pos]
+    if first < 0x80:  # positive fixint
+        return first, pos + 1
+    signed = False
+    size = _UINT_HEADS.get(first)
+    if size is None:
+        size = _INT_HEADS.get(first)
+        signed = True
+    if size is None:
+        raise PacketError("malformed", "body field has the wrong type")
+    end = pos + 1 + size
+    if end > len(buf):
+        raise IndexError
+    return int.from_bytes(buf[pos + 1 : end], "big", signed=signed), end
+
+
+def _span(buf: bytes | memoryview, pos: int, first: int, heads: dict[int, int]) -> tuple[int, int]:
+    """Where a bin or str of a 16- or 32-bit length (by ``heads``) at ``pos`` starts and ends."""
+    size = heads.get(first)
+    if size is None:
+        raise PacketError("malformed", "body field has the wrong type")
+    start = pos + 1 + size
+    return start, start + int.from_bytes(buf[pos + 1 : start], "big")
+
+
+def _bin(buf: bytes | memoryview, pos: int) -> tuple[bytes, int]:
+    """The bin at ``pos`` (a copy) and the position after it."""
+    first = buf[pos]
+    if first == 0xC4:  # bin8, what every encoder writes for up to 255 bytes
+        start = pos + 2
+        end = start + buf[pos + 1]
+    else:
+        start, end = _span(buf, pos, first, _BIN_HEADS)
+    if end > len(buf):
+        raise IndexError
+    return bytes(buf[start:end]), end
+
+
+def _str(buf: bytes, pos: int) -> tuple[str, int]:
+    """The str at ``pos`` (of at most 64 bytes: no id is longer) and the position after it."""
+    first = buf[pos]
+    if first & 0xE0 == 0xA0:  # fixstr
+        start = pos + 1
+        end = start + (first & 0x1F)
+    elif first == 0xD9:  # str8
+        start = pos + 2
+        end = start + buf[pos + 1]
+    else:
+        start, end = _span(buf, pos, first, _STR_HEADS)
+    if end - start > 64:
+        raise PacketError("malformed", "source or dest is longer than 64 bytes")
+    if end > len(buf):
+        raise IndexError
+    try:
+        return buf[start:end].decode(), end
+    except UnicodeDecodeError as err:
+        raise PacketError("malformed", "source or dest is not UTF-8") from err
+
+
 def open_frame(raw: bytes | memoryview) -> tuple[bytes, bytes]:
     """Split an encoded packet into ``(body, tag)`` without parsing the body; both are
     copies, so ``raw`` may be a view of a buffer that is reused at once (the UDP receiver).
 
-    Only the outer three-item array is decoded, with every MessagePack container limit set
-    to what a valid frame needs, so unauthenticated input cannot make us allocate more than
-    its own size.
+    Read by hand, not by a MessagePack decoder: a frame is exactly fixarray(3), the int 1, a
+    bin and a 32-byte bin, so anything else is refused at its first wrong byte, and input
+    without the key can never make us build a container or allocate more than its own size.
 
     Raises:
         PacketError: ``oversize`` or ``malformed``.
     """
     if len(raw) > MAX_PACKET_BYTES:
         raise PacketError("oversize", f"{len(raw)} bytes is over {MAX_PACKET_BYTES}")
-    # A frame always starts with fixarray(3) and the int 1: refusing anything else here means
-    # the unpacker below only ever sees input that claims our shape.
     if raw[:2] != b"\x93\x01":
         raise PacketError("malformed", "not a version 1 frame")
-    frame = unpack_bounded(raw, "frame", raw=True, max_array_len=3, max_str_len=0)
-    if not (
-        isinstance(frame, list)
-        and len(frame) == 3
-        and frame[0] == VERSION
-        and isinstance(frame[1], bytes)
-        and isinstance(frame[2], bytes)
-        and len(frame[2]) == TAG_BYTES
-    ):
+    try:
+        body, pos = _bin(raw, 2)
+        tag, pos = _bin(raw, pos)
+    except IndexError:
+        raise PacketError("malformed", "truncated frame") from None
+    if len(tag) != TAG_BYTES or pos != len(raw):
         raise PacketError("malformed", "frame is not [1, bin body, 32-byte bin tag]")
-    return frame[1], frame[2]
+    return body, tag
 
 
 def parse_body(body: bytes) -> Body:
     """Decode the (already authenticated) body and check every field's type and range.
 
+    Read by hand like the frame, field by field in the contract's order: a keyed but broken
+    sender still cannot make us build containers (a MessagePack decoder would build any tree
+    of arrays before we could look at their types).
+
     Raises:
         PacketError: ``malformed``.
     """
-    fields = unpack_bounded(
-        body, "body", max_array_len=8, max_str_len=64, max_bin_len=MAX_DATA_BYTES
-    )
-    if not isinstance(fields, list) or len(fields) != 8:
+    if body[:1] != _BODY_HEAD:
         raise PacketError("malformed", "body is not an 8-item array")
-    packet_id, flags, source, dest, seq, ts_us, data, crc = fields
-    if not (
-        isinstance(packet_id, bytes)
-        and type(flags) is int
-        and isinstance(source, str)
-        and isinstance(dest, str)
-        and type(seq) is int
-        and type(ts_us) is int
-        and isinstance(data, bytes)
-        and type(crc) is int
-    ):
-        raise PacketError("malformed", "body field has the wrong type")
+    try:
+        packet_id, pos = _bin(body, 1)
+        flags, pos = _int(body, pos)
+        source, pos = _str(body, pos)
+        dest, pos = _str(body, pos)
+        seq, pos = _int(body, pos)
+        ts_us, pos = _int(body, pos)
+        data, pos = _bin(body, pos)
+        crc, pos = _int(body, pos)
+    except IndexError:
+        raise PacketError("malformed", "truncated body") from None
+    if pos != len(body):
+        raise PacketError("malformed", "extra bytes after the body")
     try:
         _check_fields(packet_id, flags, source, dest, seq, ts_us)
     except ValueError as err:
