@@ -12,6 +12,7 @@ Maps keyed by appliance use the source's name (``host:port`` or the file path).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Final, TypedDict
 
@@ -76,4 +77,28 @@ def decode_telemetry(data: bytes) -> dict[str, Any]:
     )
     if not isinstance(stats, dict):
         raise PacketError("malformed", "telemetry is not a map")
-    return stats
+    kept: dict[str, Any] = _json_safe(stats)
+    return kept
+
+
+_DROPPED: Final = object()
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` without what JSON cannot carry: bin, NaN and infinities, keys that are not
+    strings. The map ends up verbatim in ``/api/status``; what a newer (or broken) collector
+    sends beyond JSON is dropped here rather than turned into a 500 on every status request.
+    """
+    if isinstance(value, dict):
+        return {
+            key: kept
+            for key, item in value.items()
+            if isinstance(key, str) and (kept := _json_safe(item)) is not _DROPPED
+        }
+    if isinstance(value, list):
+        return [kept for item in value if (kept := _json_safe(item)) is not _DROPPED]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _DROPPED
+    if value is None or isinstance(value, (str, int)):
+        return value
+    return _DROPPED
