@@ -666,6 +666,7 @@ async def test_oversize_push_is_413_and_counted() -> None:
     async with _gateway() as gw:
         response = await gw.push(b"\x00" * (MAX_PACKET_BYTES + 1))
         _assert_problem(response, 413)
+        assert response.headers["connection"] == "close"  # the body was left unread
         assert await _count_oversize(gw) == 1
         assert await gw.available() == 0
 
@@ -688,6 +689,7 @@ async def test_oversize_streamed_push_is_refused_while_reading(content_length: s
     async with _gateway() as gw:
         response = await gw.client.post("/push", content=body(), headers=headers)
         _assert_problem(response, 413)
+        assert response.headers["connection"] == "close"
         assert pulled <= MAX_PACKET_BYTES // chunk + 2
         assert await _count_oversize(gw) == 1
 

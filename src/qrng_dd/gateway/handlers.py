@@ -100,7 +100,9 @@ async def push(call: Call) -> Reply:
         # Refused before ingest ever sees it, but counted all the same (DESIGN §3).
         err = PacketError("oversize", f"body is over {MAX_PACKET_BYTES} bytes")
         service.refuse(err, "http")
-        raise Problem(413, "Packet refused", f"oversize: {err.detail}")
+        # The rest of the body is never read: closing says so, instead of leaving the peer
+        # to find its next request parsed from the middle of this one's body.
+        raise Problem(413, "Packet refused", f"oversize: {err.detail}", {"Connection": "close"})
     try:
         result = await service.ingest(raw)
     except StateError:
