@@ -207,7 +207,7 @@ def test_wider_encodings_than_needed_are_read_like_the_shortest() -> None:
         "long-id",
         "truncated-int",
         "7-items",
-    ],  # fmt: skip
+    ],
 )
 def test_a_body_off_the_contract_is_malformed_at_its_first_wrong_byte(body: bytes) -> None:
     with pytest.raises(PacketError) as err:
