@@ -235,9 +235,8 @@ def _diode(transport: Transport, tmp_path: Path, rng: random.Random) -> Iterator
                     rng,
                     max_delay_s=MAX_DELAY_S,
                     cut_probability=CUT_PROBABILITY,
-                    # Closed, not reset, while the gateway is down: a reset at connect kills
-                    # the collector (see the xfail test below); once fixed, reset here too.
-                    refuse_with_reset=False,
+                    # Reset, as a firewall's reject or an empty load balancer does.
+                    refuse_with_reset=True,
                 )
             )
             push_url = f"http://127.0.0.1:{proxy.address[1]}/push"
@@ -644,11 +643,6 @@ def test_udp_diode_under_kills_loss_and_reordering_accounts_for_every_datagram(
 # -- bugs the chaos run ran into, each shown on its own -------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a connection reset right after connect raises AttributeError out of httpx "
-    "under uvloop; HttpTransport.send does not catch it and the collector dies",
-)
 def test_a_gateway_address_that_resets_connections_does_not_kill_the_collector() -> None:
     """Every connection to the push address is reset on accept (nothing behind a load
     balancer, a firewall's reject): the collector must count failed pushes and live on."""
@@ -681,11 +675,6 @@ def test_a_gateway_address_that_resets_connections_does_not_kill_the_collector()
         assert "Traceback" not in collector.stderr()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: telemetry seqs reach QRNG_STATE_DIR only with a later data write; after a "
-    "crash the next life accepts a replayed heartbeat and counts phantom gaps",
-)
 def test_heartbeats_accepted_before_a_crash_are_remembered_by_the_next_life(
     tmp_path: Path,
 ) -> None:

@@ -112,11 +112,16 @@ class HttpTransport:
             response = await self._client.post(
                 self.target.url, content=raw, headers={"content-type": "application/x-msgpack"}
             )
-        except (httpx.HTTPError, ssl.SSLError) as err:
-            # httpcore wraps TLS errors only during the handshake: under TLS 1.3 a gateway's
-            # refusal of our client certificate arrives on the first read, as a bare SSLError.
+        except Exception as err:  # any failure is one failed attempt, see below
+            # Expected: httpx.HTTPError, and a bare ssl.SSLError (httpcore wraps TLS errors only
+            # during the handshake; under TLS 1.3 a gateway's refusal of our client certificate
+            # arrives on the first read). Not expected but seen: httpx under uvloop raises
+            # AttributeError when a connection is reset right after connect. A collector that
+            # died of a library's surprise would stop every gateway's feed, so whatever it is
+            # costs one attempt, is counted, and is named in the log.
             self._on_error()
-            log.warning("push_failed", gateway=gateway, error=type(err).__name__)
+            expected = isinstance(err, (httpx.HTTPError, ssl.SSLError))
+            log.warning("push_failed", gateway=gateway, error=type(err).__name__, expected=expected)
             return Outcome.RETRY
         code = response.status_code
         outcome = outcome_for_status(code)

@@ -228,16 +228,19 @@ class EntropyService:
     async def durable(self, received: Received) -> None:
         """Wait until the packet's ``seq`` is in the state directory (no-op without one).
 
+        Telemetry waits too: a heartbeat acknowledged but not on disk would be accepted again
+        after a crash, and its stale ``data_seq`` read as lost packets.
+
         Raises:
             StateError: the write failed; the packet's bytes are dropped and counted, never
                 pooled, since nothing on disk would refuse their replay after a restart.
         """
-        if self.journal is None or received.packet.telemetry:
+        if self.journal is None:
             return
         try:
             await self.journal.durable(received.generation)
         except OSError as err:
-            size = len(received.packet.data)
+            size = 0 if received.packet.telemetry else len(received.packet.data)
             self.state_dir_counter.inc(size)
             log.error("state_write_failed", state_dir=str(self.settings.state_dir),
                       error=str(err), dropped_bytes=size)  # fmt: skip
@@ -267,7 +270,7 @@ class EntropyService:
             PacketError: refused; counted and logged.
         """
         received = self.receive(raw, "udp", resendable=False)
-        if self.journal is None or received.packet.telemetry:
+        if self.journal is None:
             self.pool_bytes(received)
             return
         task = asyncio.get_running_loop().create_task(self._pool_when_durable(received))
