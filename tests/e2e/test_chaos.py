@@ -711,11 +711,6 @@ def test_heartbeats_accepted_before_a_crash_are_remembered_by_the_next_life(
     assert (replayed, fresh, gaps) == (409, 200, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a collector restarted soon after its start is counted as ~1e6 lost packets "
-    "(sequence gaps), not as a restart",
-)
 def test_a_collector_killed_soon_after_its_start_is_a_restart_not_a_million_lost_packets(
     tmp_path: Path,
 ) -> None:

@@ -219,8 +219,8 @@ def test_a_heartbeat_counts_tail_loss_and_late_arrivals_are_not_counted_twice(
     v = _verifier(key, Clock())
     for seq in (1, 2, 3):
         v.verify(_raw(key, seq=seq, ts_us=START_US + seq))
-    assert v.note_sent("collector", 6, START_US + 100) == 3
-    assert v.note_sent("collector", 6, START_US + 200) == 0  # said again: nothing new
+    assert v.note_sent("collector", 6) == 3
+    assert v.note_sent("collector", 6) == 0  # said again: nothing new
     late = v.verify(_raw(key, seq=5, ts_us=START_US + 5))  # reordered, not lost after all
     assert late.gap == 0
     after = v.verify(_raw(key, seq=8, ts_us=START_US + 300))
@@ -233,5 +233,26 @@ def test_a_heartbeat_after_a_collector_restart_is_not_loss(key: PacketKey) -> No
     """A heartbeat from a restarted collector names a seq millions above: a restart."""
     v = _verifier(key, Clock())
     v.verify(_raw(key, seq=START_US - 10**7, ts_us=START_US - 10**7))
-    assert v.note_sent("collector", START_US + 10**7, START_US) == 0
+    assert v.note_sent("collector", START_US + 10**7) == 0
     assert v.sources["collector"].restarts == 1
+
+
+def test_a_collector_killed_soon_after_its_start_is_one_restart(key: PacketKey) -> None:
+    """Life A starts at T and sends 1 s later; life B starts at T + 2 s and sends 1.5 s
+    after its start: the 2-million jump in seq is a restart, not 2 million lost packets."""
+    v = _verifier(key, Clock())
+    start_a = START_US - 10_000_000
+    start_b = start_a + 2_000_000
+    v.verify(_raw(key, seq=start_a + 1, ts_us=start_a + 1_000_000))
+    assert v.verify(_raw(key, seq=start_b + 1, ts_us=start_b + 1_500_000)).gap == 0
+    state = v.sources["collector"]
+    assert (state.restarts, state.gaps) == (1, 0)
+
+
+def test_a_gap_within_one_life_is_counted_however_large(key: PacketKey) -> None:
+    """100,000 packets lost between two of one life (seq still below the last timestamp)."""
+    v = _verifier(key, Clock())
+    start = START_US - 10_000_000
+    v.verify(_raw(key, seq=start + 1, ts_us=start + 1_000_000))
+    assert v.verify(_raw(key, seq=start + 100_002, ts_us=start + 1_100_000)).gap == 100_000
+    assert v.sources["collector"].restarts == 0

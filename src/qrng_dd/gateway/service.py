@@ -201,9 +201,7 @@ class EntropyService:
             stats = {}
         self.telemetry[packet.source] = Telemetry(stats, now)
         sent = stats.get("data_seq")  # the last data seq the collector finished sending
-        if type(sent) is int and (
-            lost := self.verifier.note_sent(packet.source, sent, packet.ts_us)
-        ):
+        if type(sent) is int and (lost := self.verifier.note_sent(packet.source, sent)):
             self.metrics.sequence_gaps.labels(packet.source).inc(lost)
 
     def _no_room(self) -> bool:

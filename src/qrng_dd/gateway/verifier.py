@@ -30,9 +30,11 @@ Invariants:
 - The sequence state advances only in :meth:`~PacketVerifier.accept`, after decryption, so a
   packet that fails late cannot burn sequence numbers of the real stream.
 - A collector starts its ``seq`` at its start time in microseconds and adds one per packet,
-  so a running collector's ``seq`` can never run ahead of its clock by more than one per
-  microsecond. A jump larger than the microseconds between the two packets' timestamps is
-  therefore a collector restart, counted under ``restarts``, not as millions of lost packets.
+  so within one life a ``seq`` stays below the timestamp of every later packet (catching up
+  would take more than a packet per microsecond), while a new life starts above the
+  timestamp of the old life's last packet. A ``seq`` above the last packet's ``ts_us`` is
+  therefore a collector restart, counted under ``restarts``, not as millions of lost packets,
+  however soon after its start the collector was killed.
 - Tail loss: a heartbeat says which data ``seq`` the collector has finished sending
   (:meth:`~PacketVerifier.note_sent`); what it sent after the last packet that arrived is
   counted as lost at once, not only when a later packet shows the gap.
@@ -199,7 +201,7 @@ class PacketVerifier:
             gap = 0
             if last is not None:
                 gap = self._count_gap(
-                    last, packet.seq - last.seq - 1, state, packet.ts_us, counts_restart=False
+                    last, packet.seq, packet.seq - last.seq - 1, state, counts_restart=False
                 )
             state.telemetry = Stream(packet.seq, packet.ts_us)
             return Accepted(packet, gap)
@@ -209,21 +211,26 @@ class PacketVerifier:
         elif packet.seq <= state.accounted:
             state.late += 1  # counted lost by a heartbeat, arrived after all
         else:
-            gap = self._count_gap(state.data, packet.seq - state.accounted - 1, state, packet.ts_us)
+            gap = self._count_gap(state.data, packet.seq, packet.seq - state.accounted - 1, state)
             state.accounted = packet.seq
         state.data = Stream(packet.seq, packet.ts_us)
         return Accepted(packet, gap)
 
     @staticmethod
     def _count_gap(
-        last: Stream, gap: int, state: SourceState, ts_us: int, *, counts_restart: bool = True
+        last: Stream, seq: int, gap: int, state: SourceState, *, counts_restart: bool = True
     ) -> int:
-        """Count ``gap`` missing packets after ``last``, unless the jump means a restart.
+        """Count ``gap`` missing packets before ``seq``, unless ``seq`` means a restart.
 
-        A restarted collector jumps both of its streams; only the data stream counts it, so
+        A collector starts its sequences at its start time in microseconds and adds one per
+        packet (DESIGN §3), so within one life a seq stays below the creation time of any
+        later packet (it would take more than a packet per microsecond to catch up), and a
+        new life's first seq is above the creation time of the old life's last packet: a seq
+        past ``last.ts_us`` is a restart, whatever the time between the two packets. A
+        restarted collector jumps both of its streams; only the data stream counts it, so
         one restart is one restart.
         """
-        if gap > max(0, ts_us - last.ts_us):
+        if seq > last.ts_us:
             if counts_restart:
                 state.restarts += 1
             return 0
@@ -234,7 +241,7 @@ class PacketVerifier:
         """:meth:`check` then :meth:`accept`, for callers that always take the packet."""
         return self.accept(self.check(raw))
 
-    def note_sent(self, source: str, data_seq: int, ts_us: int) -> int:
+    def note_sent(self, source: str, data_seq: int) -> int:
         """A heartbeat says data up to ``data_seq`` was sent: count what never arrived.
 
         Returns:
@@ -243,7 +250,7 @@ class PacketVerifier:
         state = self.sources.get(source)
         if state is None or state.data is None or data_seq <= state.accounted:
             return 0
-        lost = self._count_gap(state.data, data_seq - state.accounted, state, ts_us)
+        lost = self._count_gap(state.data, data_seq, data_seq - state.accounted, state)
         state.accounted = data_seq
         return lost
 
