@@ -37,6 +37,8 @@ def test_defaults_match_the_design() -> None:
     assert (s.port, s.buffer_size, s.buffer_overflow_policy) == (7764, 10_485_760, "discard")
     assert (s.packet_ttl_s, s.max_clock_skew_s, s.rate_limit) == (300, 60, 100)
     assert s.gateway_id == "gateway"
+    limits = (s.max_connections, s.header_timeout_s, s.body_timeout_s, s.max_push_bodies)
+    assert limits == (8192, 10, 10, 16)
     c = load(CollectorSettings, COLLECTOR_ENV)
     assert (c.fetch_interval_ms, c.fetch_size, c.encrypt_payload) == (100, 4096, True)
     assert c.targets[0].gateway_id == "gateway"
@@ -57,6 +59,15 @@ def test_defaults_match_the_design() -> None:
         ({"QRNG_UDP_LISTEN": "nowhere"}, "QRNG_UDP_LISTEN"),
         ({"QRNG_GATEWAY_ID": "has space"}, "QRNG_GATEWAY_ID"),
         ({"QRNG_TLS_CERT_FILE": "/nonexistent"}, "QRNG_TLS_CERT_FILE"),
+        ({"QRNG_MAX_CONNECTIONS": "many"}, "QRNG_MAX_CONNECTIONS"),
+        ({"QRNG_MAX_CONNECTIONS": "0"}, "QRNG_MAX_CONNECTIONS"),
+        ({"QRNG_MAX_CONNECTIONS": "9" * 30}, "QRNG_MAX_CONNECTIONS"),
+        ({"QRNG_HEADER_TIMEOUT_S": ""}, "QRNG_HEADER_TIMEOUT_S"),
+        ({"QRNG_HEADER_TIMEOUT_S": "-1"}, "QRNG_HEADER_TIMEOUT_S"),
+        ({"QRNG_BODY_TIMEOUT_S": "nan"}, "QRNG_BODY_TIMEOUT_S"),
+        ({"QRNG_BODY_TIMEOUT_S": "1e9"}, "QRNG_BODY_TIMEOUT_S"),
+        ({"QRNG_MAX_PUSH_BODIES": "-3"}, "QRNG_MAX_PUSH_BODIES"),
+        ({"QRNG_MAX_PUSH_BODIES": "1.5"}, "QRNG_MAX_PUSH_BODIES"),
     ],
 )
 def test_bad_gateway_values_give_one_line_naming_the_variable(

@@ -151,6 +151,14 @@ class GatewaySettings(_Keyed):
     #: Where the ANU Quantum Numbers (AQN) API is served: "" is the root, so an AQN client
     #: only swaps its base URL; "/anu" keeps the root free (:mod:`qrng_dd.gateway.compat.anu`).
     anu_prefix: str = ""
+    #: Overload limits (docs/RELIABILITY.md): connections served at once (granian's
+    #: backpressure; the rest wait in the kernel's accept queue), seconds to send a request's
+    #: headers (also how long an idle connection is kept), seconds to send a whole /push body,
+    #: and /push bodies read at once (each up to 1 MiB: this bounds their memory).
+    max_connections: int = Field(8192, ge=16, le=1_000_000)
+    header_timeout_s: float = Field(10.0, ge=0.5, le=600)
+    body_timeout_s: float = Field(10.0, ge=0.1, le=600)
+    max_push_bodies: int = Field(16, ge=1, le=4096)
 
     _split = field_validator("api_keys", mode="before")(_split_commas)
 

@@ -47,6 +47,7 @@ class Scripted:
         (409, Outcome.REPLAYED),
         (429, Outcome.RETRY),
         (500, Outcome.RETRY),
+        (408, Outcome.RETRY),
         (503, Outcome.RETRY),
         (507, Outcome.RETRY),
         (201, Outcome.REFUSED),
@@ -59,7 +60,7 @@ class Scripted:
     ],
 )
 def test_each_gateway_status_means_one_outcome(status: int, outcome: Outcome) -> None:
-    """200 delivered, 409 replayed, 429/5xx/507 retry, anything else refused."""
+    """200 delivered, 409 replayed, 408/429/5xx/507 retry, anything else refused."""
     assert outcome_for_status(status) is outcome
 
 

@@ -12,14 +12,15 @@ The attacks: thousands of idle TCP connections, slow ``/push`` bodies (slowloris
 a byte now and then, or a large ``Content-Length`` never sent), floods over the rate limit,
 and floods of oversize bodies, query strings and headers.
 
-The limits that exist today (granian 2.x, as :func:`qrng_dd.gateway.server.run_gateway` starts
-it, none of them a ``QRNG_`` setting): at most ``backlog`` = 2048 connections served at once
-(granian's ``backpressure``; the next ones wait in the kernel's accept queue), 30 s to send a
-request's headers (``http1_settings.header_read_timeout``, also what closes an idle
-keep-alive connection), 408 KiB of buffered request head (``max_buffer_size``: larger query
-strings or headers get 431). The gateway's own: a ``/push`` body over 1,049,600 bytes is refused
-by its declared length, or while it streams (413); the per-key token buckets (429).
-Missing: any timeout on a request *body*, and any bound on the bodies held at once.
+The limits (docs/RELIABILITY.md), each a ``QRNG_`` setting: ``QRNG_MAX_CONNECTIONS`` (8192)
+connections served at once (granian's ``backpressure``; the next ones wait in the kernel's
+accept queue of 2048), ``QRNG_HEADER_TIMEOUT_S`` (10 s) to send a request's headers, which
+also closes idle connections, ``QRNG_BODY_TIMEOUT_S`` (10 s) to send a whole ``/push`` body
+(408), ``QRNG_MAX_PUSH_BODIES`` (16) bodies read at once (the next push is 503 with
+``Retry-After``, so at most 16 MiB of bodies are held). Not settings: granian's 408 KiB of
+buffered request head (larger query strings or headers get 431); a ``/push`` body over
+1,049,600 bytes refused by its declared length, or while it streams (413); the per-key token
+buckets (429).
 
 Wall time: about 90 s on a 2-core machine (each test starts its own gateway, so an attack that
 wedges one cannot spoil the next).
@@ -65,8 +66,10 @@ pytestmark = pytest.mark.e2e
 #: and worker; 72 MB PSS) and stays there under every attack it withstands; a gateway that
 #: buffers what attackers send reaches this with a few hundred connections.
 MEMORY_BOUND = 384 * 2**20
-#: The connections granian serves at once (``backpressure`` = ``backlog`` = 2048).
-CONNECTION_CAP = 2048
+#: A connection cap low enough to reach, and a header timeout short enough that idle
+#: connections past it are shed within a polite client's patience.
+CONNECTION_CAP = 1024
+CAPPED_ENV = {"QRNG_MAX_CONNECTIONS": str(CONNECTION_CAP), "QRNG_HEADER_TIMEOUT_S": "2"}
 #: Polite requests to judge each attack by; :data:`WINDOW_S` ends a window that stalls.
 POLITE_REQUESTS = 90
 WINDOW_S = 12.0
@@ -85,11 +88,25 @@ GATEWAY_ENV = {"QRNG_API_KEYS": f"{GOOD_KEY},{ATTACKER_KEY}", "QRNG_BUFFER_SIZE"
 SLOW_BODY_BYTES = 1_000_000
 
 
+@contextlib.contextmanager
+def _fed_gateway(env: dict[str, str]) -> Iterator[RunningGateway]:
+    """A gateway (inheriting a raised open-files limit) with 1 MiB pooled; two keys."""
+    with open_files_limit(16_384), start_gateway({**GATEWAY_ENV, **env}) as gw:
+        push_packets(gw.url, gw.key, 4, 262_144)
+        yield gw
+
+
 @pytest.fixture
 def gateway() -> Iterator[RunningGateway]:
-    """A gateway (inheriting a raised open-files limit) with 1 MiB pooled; two keys."""
-    with open_files_limit(16_384), start_gateway(GATEWAY_ENV) as gw:
-        push_packets(gw.url, gw.key, 4, 262_144)
+    """A gateway with the default limits."""
+    with _fed_gateway({}) as gw:
+        yield gw
+
+
+@pytest.fixture
+def capped_gateway() -> Iterator[RunningGateway]:
+    """A gateway with :data:`CAPPED_ENV`."""
+    with _fed_gateway(CAPPED_ENV) as gw:
         yield gw
 
 
@@ -215,25 +232,21 @@ def test_a_thousand_and_more_idle_connections_do_not_stop_service(
 ) -> None:
     """1,800 idle TCP connections (below the cap): the polite are served, memory stays low."""
     with (
-        _connections(gateway.port, CONNECTION_CAP - 248),
+        _connections(gateway.port, 1800),
         _beside_polite_clients(gateway, "idle connections below the cap"),
     ):
         pass
     assert _still_serves(gateway)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: past 2048 idle connections (granian backpressure, not configurable) new "
-    "clients wait up to 30 s (header timeout) to be accepted",
-)
 def test_idle_connections_beyond_the_connection_cap_do_not_stop_service(
-    gateway: RunningGateway,
+    capped_gateway: RunningGateway,
 ) -> None:
-    """2,300 idle TCP connections: new clients must still be answered, not queued for 30 s."""
+    """1,300 idle TCP connections on a gateway capped at 1,024: new clients wait at most
+    the header timeout (2 s here), which sheds the idle ones, then are served."""
     with (
-        _connections(gateway.port, CONNECTION_CAP + 252),
-        _beside_polite_clients(gateway, "idle connections beyond the cap"),
+        _connections(capped_gateway.port, CONNECTION_CAP + 276),
+        _beside_polite_clients(capped_gateway, "idle connections beyond the cap"),
     ):
         pass
 
@@ -256,13 +269,9 @@ def test_slow_push_bodies_below_the_cap_do_not_stop_service(gateway: RunningGate
     assert _still_serves(gateway)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: no timeout on a request body: 2048 slow /push bodies hold every connection "
-    "slot for as long as the attacker likes, and new clients are never accepted",
-)
 def test_slow_push_bodies_beyond_the_cap_do_not_stop_service(gateway: RunningGateway) -> None:
-    """2,100 slowloris pushes: the gateway must time them out or refuse them, not its users."""
+    """2,100 slowloris pushes: past QRNG_MAX_PUSH_BODIES they are refused at once (503,
+    closed), the rest cut off by QRNG_BODY_TIMEOUT_S (408); the polite are served."""
     head = _push_head(SLOW_BODY_BYTES)
     with (
         _connections(gateway.port, 1050, head) as trickled,
@@ -273,11 +282,6 @@ def test_slow_push_bodies_beyond_the_cap_do_not_stop_service(gateway: RunningGat
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: partial /push bodies are buffered without a bound on their total: "
-    "400 connections each 1 byte short of 1 MB push RSS to ~670 MB (2048: ~2.8 GB)",
-)
 def test_nearly_complete_push_bodies_do_not_hold_unbounded_memory(
     gateway: RunningGateway,
 ) -> None:

@@ -671,6 +671,74 @@ async def test_oversize_push_is_413_and_counted() -> None:
         assert await gw.available() == 0
 
 
+async def _stalled_push(
+    app: Any, started: anyio.Event, release: anyio.Event
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    """A /push whose body sends 100 bytes of a declared 1000, then nothing until ``release``;
+    the status, headers and problem body the app answered."""
+    messages: list[MutableMapping[str, Any]] = []
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            started.set()
+            return {"type": "http.request", "body": b"\x00" * 100, "more_body": True}
+        await release.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/push", "raw_path": b"/push", "query_string": b"",
+        "root_path": "", "headers": [(b"content-length", b"1000")],
+        "client": ("127.0.0.1", 1), "server": ("gw", 80),
+    }  # fmt: skip
+    await app(scope, receive, send)
+    if not messages:  # the client left first: nobody to answer
+        return 0, {}, b""
+    body = b"".join(m.get("body", b"") for m in messages[1:])
+    return messages[0]["status"], dict(messages[0]["headers"]), body
+
+
+@pytest.mark.anyio
+async def test_a_push_body_that_stops_arriving_is_cut_off_with_408() -> None:
+    """A slow-loris body holds its slot no longer than QRNG_BODY_TIMEOUT_S: 408, close."""
+    app = build_app(EntropyService(_settings({"QRNG_BODY_TIMEOUT_S": "0.1"})))
+    status, headers, body = await _stalled_push(app, anyio.Event(), anyio.Event())
+    assert (status, headers[b"connection"]) == (408, b"close")
+    assert b"QRNG_BODY_TIMEOUT_S" in body
+
+
+@pytest.mark.anyio
+async def test_push_bodies_past_the_limit_read_at_once_are_refused_busy() -> None:
+    """With QRNG_MAX_PUSH_BODIES=1 and one body half read, the next push is 503 with
+    Retry-After (a collector sends it again) and closed; once the first ends, pushes go in."""
+    service = EntropyService(_settings({"QRNG_MAX_PUSH_BODIES": "1"}))
+    app = build_app(service)
+    transport = httpx.ASGITransport(app=app)
+    started, release = anyio.Event(), anyio.Event()
+    async with (
+        anyio.create_task_group() as tg,
+        httpx.AsyncClient(transport=transport, base_url="http://gw") as client,
+    ):
+        tg.start_soon(_stalled_push, app, started, release)
+        await started.wait()
+        key = PacketKey.from_hex(KEY_HEX)
+        busy = await client.post("/push", content=make_raw(key, b"x" * 64))
+        _assert_problem(busy, 503)
+        assert (busy.headers["retry-after"], busy.headers["connection"]) == ("1", "close")
+        assert "QRNG_MAX_PUSH_BODIES" in busy.json()["detail"]
+        release.set()
+    assert service.push_bodies_reading == 0
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        response = await client.post("/push", content=make_raw(key, b"x" * 64))
+    assert response.status_code == 200, response.text
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("content_length", [None, "100"], ids=["chunked", "lying-length"])
 async def test_oversize_streamed_push_is_refused_while_reading(content_length: str | None) -> None:

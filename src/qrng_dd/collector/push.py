@@ -69,7 +69,7 @@ def outcome_for_status(status: int) -> Outcome:
         return Outcome.DELIVERED
     if status == 409:
         return Outcome.REPLAYED
-    if status in (429, 507) or status >= 500:
+    if status in (408, 429, 507) or status >= 500:
         return Outcome.RETRY
     return Outcome.REFUSED
 

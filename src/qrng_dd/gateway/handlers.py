@@ -8,6 +8,7 @@ answers 503; nothing here touches HTTP beyond choosing a media type.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Final
 
@@ -92,10 +93,43 @@ def docs(call: Call) -> Reply:
     return Reply(_DOCS, "text/html")
 
 
+async def _push_body(call: Call) -> bytes | None:
+    """The /push body, or None over the packet size; read within the overload limits.
+
+    At most ``QRNG_MAX_PUSH_BODIES`` bodies are read at once (each up to 1 MiB, so their
+    memory is bounded whatever number of connections send them), and each must arrive within
+    ``QRNG_BODY_TIMEOUT_S``: a body sent a byte at a time cannot hold a slot for longer. A
+    collector takes either refusal (503, 408) as "send again".
+    """
+    service = call.service
+    settings = service.settings
+    if service.push_bodies_reading >= settings.max_push_bodies:
+        raise Problem(
+            503,
+            "Busy",
+            f"{settings.max_push_bodies} push bodies are being read already "
+            "(QRNG_MAX_PUSH_BODIES); send again",
+            {"Retry-After": "1", "Connection": "close"},
+        )
+    service.push_bodies_reading += 1
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            return await read_body(call, MAX_PACKET_BYTES)
+    except TimeoutError:
+        raise Problem(
+            408,
+            "Body too slow",
+            f"the body did not arrive within {settings.body_timeout_s:g} s (QRNG_BODY_TIMEOUT_S)",
+            {"Connection": "close"},
+        ) from None
+    finally:
+        service.push_bodies_reading -= 1
+
+
 async def push(call: Call) -> Reply:
     """One packet in: verified, recorded, pooled, or refused with the reason's status."""
     service = call.service
-    raw = await read_body(call, MAX_PACKET_BYTES)
+    raw = await _push_body(call)
     if raw is None:
         # Refused before ingest ever sees it, but counted all the same (DESIGN §3).
         err = PacketError("oversize", f"body is over {MAX_PACKET_BYTES} bytes")

@@ -228,9 +228,11 @@ _OWN: Final[tuple[Route, ...]] = (
             400: "malformed, bad_crc, stale, future or decrypt",
             401: "bad_mac",
             403: "wrong_dest",
+            408: "the body did not arrive within QRNG_BODY_TIMEOUT_S; send again",
             409: "replay",
             413: "oversize",
-            503: "the packet's sequence could not be made durable; its bytes were dropped",
+            503: "QRNG_MAX_PUSH_BODIES bodies are being read already (send again), or the "
+            "packet's sequence could not be made durable and its bytes were dropped",
             507: "Pool full; the packet was not consumed",
         },
     ),

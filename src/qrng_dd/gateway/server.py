@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import ssl
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -164,6 +165,16 @@ def app_from_environment() -> Any:
     return build_app(EntropyService(settings))
 
 
+def _raise_open_files(wanted: int) -> None:
+    """Raise the soft open-files limit towards ``wanted`` (never past the hard limit): a
+    soft limit of 1024, common by default, would refuse connections long before
+    ``QRNG_MAX_CONNECTIONS``. The worker inherits it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def run_gateway(config_file: Path | None) -> int:
     """``qrng-dd gateway`` on granian, one worker (the pool lives in one process).
 
@@ -177,6 +188,7 @@ def run_gateway(config_file: Path | None) -> int:
     """
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
+    from granian.http import HTTP1Settings
 
     settings = load(GatewaySettings, config_file=config_file)
     logs.configure(settings.log_format, settings.log_level)
@@ -196,6 +208,7 @@ def run_gateway(config_file: Path | None) -> int:
         return 1
     if config_file is not None:
         os.environ[_CONFIG_ENV] = str(config_file.resolve())
+    _raise_open_files(settings.max_connections + 256)
     tls: dict[str, Any] = {}
     if settings.tls_cert_file is not None:
         tls = {
@@ -215,6 +228,8 @@ def run_gateway(config_file: Path | None) -> int:
         workers=1,
         loop=Loops.uvloop,
         backlog=2048,
+        backpressure=settings.max_connections,
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout_s * 1000)),
         log_enabled=True,
         log_level=settings.log_level.lower(),  # type: ignore[arg-type]
         log_access=False,

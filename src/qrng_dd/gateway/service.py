@@ -108,6 +108,8 @@ class EntropyService:
         self.telemetry: dict[str, Telemetry] = {}
         self.metrics.watch(self.pool, self.started, self._telemetry_stats, self._link_metric)
         self.requests_served = 0
+        #: /push bodies being read right now (bounded by ``QRNG_MAX_PUSH_BODIES``).
+        self.push_bodies_reading = 0
         self.rejected = dict.fromkeys(REJECT_REASONS, 0)
         self._refusal_window: dict[str, tuple[int, int]] = {}
         self.last_packet_at: float | None = None
