@@ -276,6 +276,8 @@ class Route:
     ok: str = "OK"
     content: tuple[Content, ...] = ()
     errors: Mapping[int, str] = field(default_factory=dict)
+    #: Statuses other than 200 answered with the same ``content`` (``/health``'s 503).
+    also: Mapping[int, str] = field(default_factory=dict)
     request_body: Content | None = None
     #: Checks across parameters (``min <= max``), run after each is parsed and before
     #: anything is charged. Raises: Problem 400.

@@ -50,6 +50,8 @@ def _parameter(param: Param) -> dict[str, Any]:
 def _operation(route: Route) -> dict[str, Any]:
     content = {c.media_type: {"schema": dict(c.schema)} for c in route.content}
     responses: dict[str, Any] = {"200": {"description": route.ok, "content": content}}
+    for status, text in route.also.items():
+        responses[str(status)] = {"description": text, "content": content}
     for status, text in route.errors.items():
         responses[str(status)] = {
             "description": text,

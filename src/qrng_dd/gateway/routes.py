@@ -203,6 +203,7 @@ _OWN: Final[tuple[Route, ...]] = (
         auth=False,
         ok="healthy (>= 30 %) or degraded; 503 when unhealthy (< 10 % full)",
         content=(Content("application/json", _OBJECT),),
+        also={503: "unhealthy: the same JSON object, with status 'unhealthy'"},
     ),
     Route(
         "metrics",
