@@ -14,7 +14,7 @@ come from a uniform source at all:
 * **bytes**: a chi-square over the 256 byte values (255 degrees of freedom);
 * **runs**: the number of runs of equal bits (Wald-Wolfowitz), a two-sided z-test (catches
   bits that stick or alternate);
-* **repeat**: a 16-byte stretch that the source has already produced, in this batch or in the
+* **repeat**: a 16-byte stretch that the source has already produced, in this batch or in its
   last :data:`REPEAT_MEMORY` fingerprints (about 64 MiB of its output): a source replaying its
   own buffer passes every statistical test, byte for byte.
 
@@ -29,7 +29,10 @@ Repeat fingerprints are anchored on content, not on offsets: every zero byte sta
 hash of the 16 bytes that follow it. A replayed stretch therefore yields the same fingerprints
 wherever it lands in a batch; one of 4 KiB holds about 16 of them. The hash is Python's
 ``hash()`` of bytes (SipHash with this process's random key), so no entropy byte is kept;
-a chance collision with 2^18 stored fingerprints is 2^-46 per lookup.
+a chance collision with 2^18 stored fingerprints is 2^-46 per lookup. The fingerprints are
+kept in a :class:`RepeatMemory`, 2 MiB of int64 allocated once, when the tester is made: it
+never grows as it fills (a set of Python ints took ~25 MB per source and minutes to fill,
+which looked like a leak).
 
 Pure: numpy and the standard library, no I/O, no clock.
 """
@@ -38,7 +41,6 @@ from __future__ import annotations
 
 import enum
 import math
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -49,6 +51,7 @@ __all__ = [
     "REPEAT_MEMORY",
     "BatchTest",
     "BatchTester",
+    "RepeatMemory",
     "chi2_cutoff",
     "chi2_sf",
     "z_cutoff",
@@ -56,13 +59,16 @@ __all__ = [
 
 #: Smallest batch the tests have power on: one FIPS 140-2 block of 20,000 bits.
 MIN_BATCH_BYTES = 2500
-#: Fingerprints remembered per source (~256 bytes of output each: about 64 MiB, ~10 MB RAM).
+#: Fingerprints remembered per source (~256 bytes of output each: about 64 MiB, 2 MiB RAM).
 REPEAT_MEMORY = 1 << 18
+#: The repeat memory's sorted segments; the oldest is forgotten whole when the newest is full.
+REPEAT_SEGMENTS = 8
 #: Bytes hashed after each zero byte.
 FINGERPRINT_BYTES = 16
 _STATISTICAL_TESTS = 4
 
 _U8 = npt.NDArray[np.uint8]
+_I64 = npt.NDArray[np.int64]
 _POPCOUNT = np.array([v.bit_count() for v in range(256)], dtype=np.int64)
 _INNER_TRANSITIONS = np.array([((v ^ (v >> 1)) & 0x7F).bit_count() for v in range(256)], np.int64)
 
@@ -165,9 +171,7 @@ class BatchTester:
         self.poker = chi2_cutoff(15, each)
         self.bytes = chi2_cutoff(255, each)
         self.memory = memory
-        self._seen: set[int] = set()
-        self._order: deque[list[int]] = deque()
-        self._stored = 0
+        self._seen = RepeatMemory(memory)
 
     def check(self, batch: bytes) -> BatchTest | None:
         """Run every test on ``batch``; its fingerprints are remembered whatever the verdict.
@@ -203,18 +207,72 @@ class BatchTester:
     def _remember(self, batch: bytes, x: _U8) -> bool:
         """Fingerprint ``batch``; true if any fingerprint was seen before (or twice in it)."""
         anchors = np.flatnonzero(x[: x.size - FINGERPRINT_BYTES] == 0) + 1
-        fingerprints = [hash(batch[i : i + FINGERPRINT_BYTES]) for i in anchors.tolist()]
-        fresh = set(fingerprints)
-        repeated = len(fresh) < len(fingerprints) or not fresh.isdisjoint(self._seen)
-        fresh -= self._seen
-        self._seen |= fresh
-        self._order.append(list(fresh))
-        self._stored += len(fresh)
-        while self._stored > self.memory and self._order:
-            old = self._order.popleft()
-            self._seen.difference_update(old)
-            self._stored -= len(old)
-        return repeated
+        fingerprints = np.fromiter(
+            (hash(batch[i : i + FINGERPRINT_BYTES]) for i in anchors.tolist()),
+            dtype=np.int64,
+            count=anchors.size,
+        )
+        distinct = np.unique(fingerprints)
+        known = self._seen.seen(distinct)
+        self._seen.add(distinct[~known])
+        return distinct.size < fingerprints.size or bool(known.any())
+
+
+class RepeatMemory:
+    """The last fingerprints of one source, in memory allocated once: it never grows.
+
+    A ring of :data:`REPEAT_SEGMENTS` sorted int64 arrays. New fingerprints are merged into the
+    current segment; when it is full, the oldest segment is emptied and becomes the current
+    one. So it remembers at least the last ``capacity - capacity / segments`` fingerprints and
+    at most ``capacity`` (rounded up to whole segments), and a lookup is one binary search
+    per segment.
+    """
+
+    def __init__(self, capacity: int, segments: int = REPEAT_SEGMENTS) -> None:
+        self.segments = max(1, min(segments, capacity))
+        self.segment_size = -(-capacity // self.segments)
+        # One slot more per segment, a copy of its last value, so a binary search that lands
+        # past the end compares with a value of the segment, never with a stale one. Written
+        # whole now (np.full, not the lazily mapped np.zeros), so the process's RSS holds all
+        # of it from the start instead of creeping up while it fills.
+        self._rows: _I64 = np.full((self.segments, self.segment_size + 1), 0, dtype=np.int64)
+        self._fill = [0] * self.segments
+        self._current = 0
+
+    def __len__(self) -> int:
+        return sum(self._fill)
+
+    @property
+    def nbytes(self) -> int:
+        """The memory it holds, the same from the start."""
+        return self._rows.nbytes
+
+    def seen(self, fingerprints: _I64) -> npt.NDArray[np.bool_]:
+        """Which of ``fingerprints`` are remembered."""
+        found = np.zeros(fingerprints.size, dtype=np.bool_)
+        for row, fill in zip(self._rows, self._fill, strict=True):
+            if fill:
+                found |= row[row[:fill].searchsorted(fingerprints)] == fingerprints
+        return found
+
+    def add(self, fresh: _I64) -> None:
+        """Remember ``fresh``: sorted, distinct and none of them remembered already."""
+        size = self.segment_size
+        while fresh.size:
+            fill = self._fill[self._current]
+            if fill == size:  # the current segment is full: forget the oldest
+                self._current = (self._current + 1) % self.segments
+                self._fill[self._current] = 0
+                continue
+            part, fresh = fresh[: size - fill], fresh[size - fill :]
+            end = fill + part.size
+            row = self._rows[self._current]
+            # Two sorted runs; what is below the first new value is already in place.
+            start = int(row[:fill].searchsorted(part[0]))
+            row[fill:end] = part
+            row[start:end].sort(kind="stable")  # a merge of the two runs
+            row[end] = row[end - 1]
+            self._fill[self._current] = end
 
 
 def _chi2(counts: npt.NDArray[np.int64], total: int) -> float:
