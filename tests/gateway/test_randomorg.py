@@ -545,6 +545,9 @@ async def test_a_short_pool_is_a_retry_hint_that_takes_nothing() -> None:
         ("generateIntegers", {"n": 1000, "min": 1, "max": 6}, "n"),
         ("generateBlobs", {"n": 1, "size": 65_536}, "size"),
         ("generateIntegerSequences", {"n": 2, "length": 300, "min": 1, "max": 6}, "length"),
+        # 4096 characters of 62 need 4096 bytes, but may read up to 4457 (bytes >= 248 are
+        # drawn again): on a full pool of 4096 that would be "retry" forever too.
+        ("generateStrings", {"n": 128, "length": 32, "characters": ALPHANUMERIC}, "n"),
     ],
 )
 async def test_a_request_the_pool_can_never_hold_is_out_of_range(
@@ -555,6 +558,18 @@ async def test_a_request_the_pool_can_never_hold_is_out_of_range(
         await gw.fill(4096)
         error = await gw.error(method, params)
         assert (error["code"], f"'{name}'" in error["message"]) == (202, True), error
+
+
+@pytest.mark.anyio
+async def test_a_request_that_may_read_the_whole_pool_is_served_by_a_full_one() -> None:
+    """117 strings of 32 characters of 62 may read up to 4078 bytes: a full pool of 4096
+    serves them, charging and counting what was read."""
+    async with _gateway(QRNG_BUFFER_SIZE="4096") as gw:
+        await gw.fill(4096)
+        params = {"n": 117, "length": 32, "characters": ALPHANUMERIC}
+        result = await gw.result("generateStrings", **params)
+        assert len(_check_answer(result)) == 117
+        assert 117 * 32 <= result["bitsUsed"] // 8 == gw.service.pool.taken_total <= 4078
 
 
 # -- uniformity ---------------------------------------------------------------------------------

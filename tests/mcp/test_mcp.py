@@ -320,7 +320,8 @@ async def test_short_of_entropy_is_a_tool_error_that_says_why() -> None:
 @pytest.mark.anyio
 async def test_a_draw_the_pool_can_never_hold_is_refused_not_short() -> None:
     """1000 integers are 8000 bytes: on a 1 KiB pool the tool says so (as REST's 400 does),
-    never "short of entropy, retry"; nothing is taken."""
+    never "short of entropy, retry"; nothing is taken. So are 128 integers over half the
+    64-bit range: they cost 1024 bytes, but rejection sampling may read up to 3216."""
     settings = load(
         GatewaySettings,
         {"QRNG_HMAC_SECRET_KEY": HMAC_HEX, "QRNG_API_KEYS": API_KEY, "QRNG_BUFFER_SIZE": "1024"},
@@ -329,7 +330,11 @@ async def test_a_draw_the_pool_can_never_hold_is_refused_not_short() -> None:
     service.pool.add(os.urandom(1024))
     async with Client(create_server(ServiceBackend(service))) as client:
         result = await client.call_tool("get_random_integers", {"count": 1000})
+        half = {"count": 128, "min": -(2**63), "max": 0}
+        rejecting = await client.call_tool("get_random_integers", half)
         small = await client.call_tool("get_random_integers", {"count": 100})
+    assert rejecting.is_error
+    assert "may read up to" in _text(rejecting)
     assert result.is_error
     assert "Bad arguments" in _text(result)
     assert "more than this gateway's pool can ever hold" in _text(result)

@@ -8,9 +8,10 @@ MCP tools' input schemas (:mod:`qrng_dd.mcp.tools`) are all made from the table 
 
 Some limits depend on the gateway's configuration (``QRNG_MAX_REQUEST_BYTES``, the pool's
 capacity): such a :class:`Param` takes a function of the settings, and :meth:`Route.bind`
-resolves it once when the front is built, never per request. A limit never exceeds what the
-pool can hold, so a request that could never be served is a 400 naming the parameter, not a
-503 that says "retry" forever.
+resolves it once when the front is built, never per request. A request that could never be
+served is a 400 naming the parameter, not a 503 that says "retry" forever: a limit never
+exceeds what the pool can hold, and :meth:`Route.cost_of` refuses a combination of values
+that reads more than that (with rejection sampling, more than its cost).
 
 Parameters are parsed strictly: an integer is an optional sign and digits, nothing else, and
 its range is checked before any entropy is touched, so a bad request never drains the pool.
@@ -260,8 +261,10 @@ class Route:
     """One route: everything the front, the OpenAPI document and MCP need to know.
 
     ``cost`` is the bytes one call draws, charged with the request to the caller's budget
-    before the handler runs; ``None`` charges nothing (operations routes). ``errors`` are the
-    problem statuses it may answer, each with the text the OpenAPI document gives it.
+    before the handler runs; ``None`` charges nothing (operations routes). ``bound``, for a
+    route that draws by rejection sampling, is the most bytes a call may read from the pool
+    (see :meth:`cost_of`). ``errors`` are the problem statuses it may answer, each with the
+    text the OpenAPI document gives it.
     """
 
     name: str
@@ -287,6 +290,10 @@ class Route:
     prefix: Callable[[GatewaySettings], str] | None = None
     #: The pool's size (``QRNG_BUFFER_SIZE``) once bound to settings: see :meth:`cost_of`.
     capacity: int | None = None
+    #: The most bytes a call with these arguments reads, when rejection sampling may read
+    #: more than ``cost``: a bound exceeded with negligible probability
+    #: (:func:`qrng_dd.gateway.derive.read_bound`). ``None``: it reads exactly ``cost``.
+    bound: Callable[[Args], int] | None = None
 
     def param(self, name: str) -> Param:
         for param in self.params:
@@ -314,20 +321,36 @@ class Route:
         return args
 
     def cost_of(self, args: Args) -> int | None:
-        """The bytes a call with ``args`` draws, None for a route that draws nothing.
+        """The bytes a call with ``args`` is charged, None for a route that draws nothing.
+
+        What is checked against the pool's capacity is the most the call may read: its cost,
+        or its ``bound`` where rejection sampling reads more (an integer range that does not
+        divide 2^64, an alphabet that does not divide 256). Comparing only the cost would
+        pass a request costed at the capacity whose draws overrun even a full pool, often
+        or nearly always: charged and told "short, retry" (503) each time, forever. The
+        bound is exceeded with a chance below 2^-38, so a request that passes is served by
+        a full pool, and whether it passes depends on the request alone, never on the
+        bytes the pool happens to hold.
 
         Raises:
-            Problem: 400 when that is more than the pool can ever hold: charged and then
-                told "short, retry" (503), such a request would wait forever.
+            Problem: 400 naming the parameters when that is more than the pool can ever hold.
         """
         if self.cost is None:
             return None
         cost = self.cost(args)
-        if self.capacity is not None and cost > self.capacity:
+        if self.capacity is None:
+            return cost
+        most = cost if self.bound is None else max(cost, self.bound(args))
+        if most > self.capacity:
             named = ", ".join(f"'{p.name}'" for p in self.params if not p.choices)
+            needs = (
+                f"needs {cost} bytes of entropy"
+                if most == cost
+                else f"may read up to {most} bytes of entropy (rejection sampling draws again "
+                "what it refuses)"
+            )
             raise bad_parameter(
-                f"{named}: this request needs {cost} bytes of entropy, more than this "
-                f"gateway's pool can ever hold ({self.capacity} bytes, QRNG_BUFFER_SIZE); "
-                "ask for less"
+                f"{named}: this request {needs}, more than this gateway's pool can ever hold "
+                f"({self.capacity} bytes, QRNG_BUFFER_SIZE); ask for less"
             )
         return cost

@@ -41,6 +41,10 @@ def _check_bounds(args: Args) -> None:
         raise bad_parameter(f"'min' ({args['min']}) must not be greater than 'max' ({args['max']})")
 
 
+def _integers_bound(args: Args) -> int:
+    return derive.read_bound(derive.integer_reads(args["count"], args["min"], args["max"]))
+
+
 def _bytes(args: Args) -> int:
     n: int = args["bytes"]
     return n
@@ -102,6 +106,7 @@ _OWN: Final[tuple[Route, ...]] = (
         ),
         check=_check_bounds,
         cost=lambda args: BYTES_PER_INTEGER * args["count"],
+        bound=_integers_bound,
         ok="The integers",
         content=(Content("application/json", {"type": "array", "items": _INT64}),),
         errors=ENTROPY_ERRORS,

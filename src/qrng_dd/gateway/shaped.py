@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from qrng_dd.gateway import shapes
 from qrng_dd.gateway.api import ENTROPY_ERRORS, Args, Call, Content, Param, Reply, Route
+from qrng_dd.gateway.derive import read_bound
 from qrng_dd.gateway.problem import bad_parameter
 
 if TYPE_CHECKING:
@@ -157,6 +158,32 @@ def _check_dice(args: Args) -> None:
     _dice(args["notation"])
 
 
+# -- the most bytes each reads (rejection sampling), for the pool's capacity --------------------
+
+
+def _strings_bound(args: Args) -> int:
+    return read_bound(shapes.index_reads(args["count"] * args["length"], len(args["alphabet"])))
+
+
+def _shuffle_bound(args: Args) -> int:
+    items = args["items"].count(",") + 1
+    return read_bound(*shapes.sample_reads(items, items))
+
+
+def _sample_bound(args: Args) -> int:
+    return read_bound(*shapes.sample_reads(args["n"], args["k"]))
+
+
+def _dice_bound(args: Args) -> int:
+    count, sides, _ = _dice(args["notation"])
+    return read_bound(shapes.index_reads(count, sides))
+
+
+def _passwords_bound(args: Args) -> int:
+    count, length = args["count"], args["length"]
+    return read_bound(shapes.index_reads(count * length, len(CHARSETS[args["charset"]])))
+
+
 # -- the table entries ----------------------------------------------------------------------
 
 _NUMBERS: Final = {"type": "array", "items": {"type": "number"}}
@@ -171,6 +198,7 @@ def _route(
     cost: Callable[[Args], int],
     schema: dict[str, Any],
     check: Callable[[Args], None] | None = None,
+    bound: Callable[[Args], int] | None = None,
 ) -> Route:
     return Route(
         name,
@@ -184,6 +212,7 @@ def _route(
         content=(Content("application/json", schema),),
         errors=ENTROPY_ERRORS,
         check=check,
+        bound=bound,
     )
 
 
@@ -223,6 +252,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         lambda args: args["count"] * args["length"],
         _TEXTS,
         _check_strings,
+        _strings_bound,
     ),
     _route(
         "shuffle",
@@ -240,6 +270,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         lambda args: 8 * (args["items"].count(",") + 1),
         _TEXTS,
         _check_shuffle,
+        _shuffle_bound,
     ),
     _route(
         "sample",
@@ -251,6 +282,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         lambda args: 8 * args["k"],
         {"type": "array", "items": {"type": "integer"}},
         _check_sample,
+        _sample_bound,
     ),
     _route(
         "dice",
@@ -259,6 +291,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         lambda args: 8 * _dice(args["notation"])[0],
         _OBJECT,
         _check_dice,
+        _dice_bound,
     ),
     _route(
         "passwords",
@@ -270,5 +303,6 @@ ROUTES: Final[tuple[Route, ...]] = (
         ),
         lambda args: args["count"] * args["length"],
         _OBJECT,
+        bound=_passwords_bound,
     ),
 )

@@ -18,6 +18,10 @@ uniform by construction; nothing reduces a random number modulo a size it does n
 - **Decimal fractions** with ``places`` digits are uniform integers in ``[0, 10^places)``
   divided by ``10^places``: each of the 10^places values equally likely, as RANDOM.ORG
   promises.
+
+:func:`index_reads` and :func:`sample_reads` say how indices and samples read the pool, for
+:func:`~qrng_dd.gateway.derive.read_bound`: the most bytes a request takes, but for a chance
+below 2^-38 (strings, choices and dice are indices; a shuffle is a sample).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import Sequence
 from statistics import NormalDist
 from typing import Final
 
-from qrng_dd.gateway.derive import Reader, integers
+from qrng_dd.gateway.derive import Reader, Reads, integer_reads, integers
 
 _STANDARD: Final = NormalDist()
 #: Dice notation: ``NdS``, optionally ``+K`` or ``-K`` (``3d6``, ``1d20+5``, ``d100``).
@@ -53,6 +57,42 @@ def indices(read: Reader, count: int, size: int) -> list[int]:
         kept += [b % size for b in batch if b < limit]
     del kept[count:]
     return kept
+
+
+#: The chance that :func:`indices` rejects a byte, by ``size`` (1..256; index 0 unused).
+_REJECT_BYTE: Final = (0.0, *((256 % size) / 256 for size in range(1, 257)))
+
+
+def index_reads(count: int, size: int) -> Reads:
+    """What :func:`indices` reads: 64-bit draws above 256, else bytes, each batch asking
+    for what is missing plus its expected waste. The batch that completes the count asked
+    for at most ``need * (256 - limit) / limit`` (rounded up) bytes past the last one it
+    needed, ``need <= count``: that is the read-ahead."""
+    if size > 256:
+        return integer_reads(count, 0, size - 1)
+    limit = 256 - 256 % size
+    return Reads(1, count, _REJECT_BYTE[size], -(-count * (256 - limit) // limit))
+
+
+def sample_reads(size: int, count: int) -> tuple[Reads, ...]:
+    """What :func:`sample` reads: one :func:`indices` call per pick, from ``size`` values
+    left down to ``size - count + 1``.
+
+    A pick from more than 256 values reads 64-bit draws, rejected less often than
+    ``(size - 1) / 2^64`` (``2^64 mod n < n``). A pick from ``n <= 256`` reads bytes: one
+    when ``n`` divides 256, else pairs (one needed plus the expected waste, rounded up),
+    until a pair holds an accepted byte: a 2-byte draw, rejected when both bytes are.
+    """
+    big = max(0, min(count, size - 256))
+    parts = [Reads(8, big, min(size - 1, 2**63) / 2**64)] if big else []
+    low, high = size - count + 1, size - big  # the picks from at most 256 values
+    if low <= high:
+        whole = high.bit_length() - (low - 1).bit_length()  # powers of two: divide 256
+        if whole:
+            parts.append(Reads(1, whole))
+        if pairs := high - low + 1 - whole:
+            parts.append(Reads(2, pairs, max(_REJECT_BYTE[low : high + 1]) ** 2))
+    return tuple(parts)
 
 
 def choices(read: Reader, population: Sequence[str], count: int) -> list[str]:

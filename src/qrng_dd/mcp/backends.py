@@ -117,7 +117,9 @@ class ServiceBackend:
 
     async def integers(self, count: int, low: int, high: int) -> list[int]:
         return self._draw(
-            "integers", {"count": count}, lambda: self.service.integers(count, low, high)
+            "integers",
+            {"count": count, "min": low, "max": high},
+            lambda: self.service.integers(count, low, high),
         )
 
     async def floats(self, count: int) -> list[float]:

@@ -16,7 +16,14 @@ anything a client sent.
 
 A key is charged as on the REST routes: one request and the bytes the answer needs, before
 anything is drawn or computed, so a refused request costs neither entropy nor work. Rejection
-sampling may read a few bytes more; ``bitsUsed`` counts every byte the pool served.
+sampling may read more; ``bitsUsed`` counts every byte the pool served.
+
+A request that may read more than the pool can ever hold is refused with RANDOM.ORG's 202
+naming its count parameter, never :data:`SHORT_OF_ENTROPY` and "retry" forever. What is
+compared with the capacity is the most it may read (:attr:`.Draw.most`): the bytes it needs,
+or, under rejection sampling (an integer range that does not divide 2^64, an alphabet that
+does not divide 256), a bound on what it reads that is exceeded with a chance below 2^-38.
+Comparing the need alone would pass a request whose draws overrun even a full pool.
 """
 
 from __future__ import annotations
@@ -231,12 +238,14 @@ def _generate(service: EntropyService, key: str, method: str, raw: dict[str, Any
     """Check, charge, draw: one generate method."""
     draw = prepare(method, raw)
     capacity = service.pool.capacity
-    if draw.need > capacity:
+    if draw.most > capacity:
         # Never servable: refused naming the count, not "retry" forever (DESIGN §5).
-        raise out_of_range(
-            draw.blame, f"what this gateway's pool holds ({capacity} bytes)",
-            f"a request for at least {draw.need} bytes",
-        )  # fmt: skip
+        got = (
+            f"a request for at least {draw.need} bytes"
+            if draw.most == draw.need
+            else f"a request that may read up to {draw.most} bytes (rejection sampling)"
+        )
+        raise out_of_range(draw.blame, f"what this gateway's pool holds ({capacity} bytes)", got)
 
     try:
         service.charge(key, draw.need)

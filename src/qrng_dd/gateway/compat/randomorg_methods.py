@@ -2,9 +2,11 @@
 
 Each method reads its parameters strictly, against the limits of RANDOM.ORG's Release 4
 documentation (https://api.random.org/json-rpc/4/basic, as its official client libraries
-quote them), and returns a :class:`Draw`: the fewest pool bytes the answer needs and the
-function that turns pool bytes into the method's ``data``. Nothing is drawn before every
-parameter has passed, so a bad request never costs entropy.
+quote them), and returns a :class:`Draw`: the fewest pool bytes the answer needs (what the
+key is charged), the most it may read (rejection sampling draws again what it refuses; a
+bound from :func:`..derive.read_bound`) and the function that turns pool bytes into the
+method's ``data``. Nothing is drawn before every parameter has passed, so a bad request
+never costs entropy.
 
 The values come from the same shapes as our own routes (:mod:`..shapes`, :mod:`..derive`),
 uniform by construction: 64-bit rejection sampling for integers, a sparse Fisher-Yates walk
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from qrng_dd.gateway import derive, shapes
-from qrng_dd.gateway.derive import Reader
+from qrng_dd.gateway.derive import Reader, Reads, integer_reads, read_bound
 
 T = TypeVar("T")
 
@@ -171,13 +173,20 @@ class Params:
 
 @dataclass(frozen=True, slots=True)
 class Draw:
-    """What a checked request will draw, by ``make``: ``need`` bytes, what the key is charged
-    (rejection sampling may read a few more), and ``blame``, the count parameter named if
-    that is more than the pool can ever hold."""
+    """What a checked request will draw, by ``make``: ``need`` bytes, what the key is charged;
+    ``reads``, the most ``make`` reads when rejection sampling may read more (a bound
+    exceeded with a chance below 2^-38; 0: exactly ``need``); and ``blame``, the count
+    parameter named if :attr:`most` is more than the pool can ever hold."""
 
     need: int
     make: Callable[[Reader], Any]
     blame: str = "n"
+    reads: int = 0
+
+    @property
+    def most(self) -> int:
+        """The most bytes ``make`` may read: what is checked against the pool's capacity."""
+        return max(self.need, self.reads)
 
 
 def _ordered(low: int, high: int) -> None:
@@ -198,6 +207,13 @@ def _sample_need(space: int, count: int) -> int:
     left, else one (:func:`shapes.indices`)."""
     big = max(0, min(count, space - 256))
     return 8 * big + (count - big)
+
+
+def _pick_reads(count: int, low: int, high: int, replacement: bool) -> tuple[Reads, ...]:
+    """What :func:`_pick` reads."""
+    if replacement:
+        return (integer_reads(count, low, high),)
+    return shapes.sample_reads(high - low + 1, count)
 
 
 def _pick(read: Reader, count: int, low: int, high: int, replacement: bool) -> list[int]:
@@ -226,7 +242,9 @@ def generate_integers(p: Params) -> Draw:
         _enough("n", n, high - low + 1)
         need = _sample_need(high - low + 1, n)
     return Draw(
-        need, lambda read: [_in_base(v, base) for v in _pick(read, n, low, high, replacement)]
+        need,
+        lambda read: [_in_base(v, base) for v in _pick(read, n, low, high, replacement)],
+        reads=read_bound(*_pick_reads(n, low, high, replacement)),
     )
 
 
@@ -243,12 +261,14 @@ def generate_integer_sequences(p: Params) -> Draw:
     if total > MAX_N:
         raise out_of_range("length", f"[1, {MAX_N}] values in all", f"{total} in all")
     need = 0
+    reads: list[Reads] = []
     for i in range(n):
         _ordered(lows[i], highs[i])
         need += 8 * lengths[i]
         if not replacements[i]:
             _enough("length", lengths[i], highs[i] - lows[i] + 1)
             need += _sample_need(highs[i] - lows[i] + 1, lengths[i]) - 8 * lengths[i]
+        reads += _pick_reads(lengths[i], lows[i], highs[i], replacements[i])
 
     def make(read: Reader) -> list[list[int | str]]:
         picks = [_pick(read, lengths[i], lows[i], highs[i], replacements[i]) for i in range(n)]
@@ -256,7 +276,7 @@ def generate_integer_sequences(p: Params) -> Draw:
             [_in_base(v, base) for v in values] for values, base in zip(picks, bases, strict=True)
         ]
 
-    return Draw(need, make, "length")
+    return Draw(need, make, "length", read_bound(*reads))
 
 
 def generate_decimal_fractions(p: Params) -> Draw:
@@ -273,7 +293,9 @@ def generate_decimal_fractions(p: Params) -> Draw:
             return shapes.decimal_fractions(read, n, places)
         return [round(k / scale, places) for k in shapes.sample(read, scale, n)]
 
-    return Draw(8 * n if replacement else _sample_need(scale, n), make)
+    if replacement:
+        return Draw(8 * n, make, reads=read_bound(integer_reads(n, 0, scale - 1)))
+    return Draw(_sample_need(scale, n), make, reads=read_bound(*shapes.sample_reads(scale, n)))
 
 
 def generate_gaussians(p: Params) -> Draw:
@@ -335,15 +357,28 @@ def generate_strings(p: Params) -> Draw:
     alphabet = _characters(p)
     replacement = p.boolean("replacement", True)
     space = len(alphabet) ** length
+    chars = shapes.index_reads(n * length, len(alphabet))
     if replacement:
-        return Draw(n * length, lambda read: shapes.strings(read, n, length, alphabet))
+        return Draw(
+            n * length,
+            lambda read: shapes.strings(read, n, length, alphabet),
+            reads=read_bound(chars),
+        )
     _enough("n", n, space)
     if space <= _SAMPLE_SPACE:
         return Draw(
             _sample_need(space, n),
             lambda read: [_nth_string(k, length, alphabet) for k in shapes.sample(read, space, n)],
+            reads=read_bound(*shapes.sample_reads(space, n)),
         )
-    return Draw(n * length, lambda read: _distinct_strings(read, n, length, alphabet))
+    # One string drawn again, for a repeat: in a space of more than 2^63 strings, n <= 10^4
+    # of them repeat one with a chance below 2^-37, two (or a repeat again) below 2^-70.
+    again = shapes.index_reads(length, len(alphabet))
+    return Draw(
+        n * length,
+        lambda read: _distinct_strings(read, n, length, alphabet),
+        reads=read_bound(chars, again),
+    )
 
 
 def generate_uuids(p: Params) -> Draw:
