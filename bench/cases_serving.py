@@ -80,44 +80,53 @@ def case_small_and_latency(b: Bench, cases: set[str]) -> None:
                              f" seed), P95 {fmt(lat['p95_ms'])}, max {fmt(lat['max_ms'])}"
                              ))  # fmt: skip
     if "bulk" in cases:
-        total_requests = 0
+        served = 0
         total_seconds = 0.0
         errors = 0
         for _ in range(b.plan.bulk_slices):
             b.fill(gateway)
             # The warm-up drains the pool too: top it up again before the timed slice.
             result = _wrk(b, gateway, BULK_PATH, b.plan.bulk_seconds, refill=True)
-            total_requests += result["requests"]
+            served += result["requests"] - result["errors"]
             total_seconds += result["seconds"]
             errors += result["errors"]
-        mb_s = total_requests * BULK_BYTES / total_seconds / MB
-        b.report.details["bulk"] = {"requests": total_requests, "seconds": total_seconds,
-                                    "errors": errors, "mb_s": mb_s}  # fmt: skip
+        # Only answers that carried bytes count; a 503 (pool ran dry) is an error, and makes
+        # the rate a lower bound: the slice outlasted the pool.
+        mb_s = served * BULK_BYTES / total_seconds / MB
+        b.report.details["bulk"] = {
+            "served": served, "seconds": total_seconds, "errors": errors, "mb_s": mb_s,
+        }  # fmt: skip
+        dry = f"; pool ran dry: {errors:,} answers 503" if errors else ""
+        pool = f"{b.plan.main_pool_bytes // MIB} MiB pool refilled before each"
+        slices = f"{b.plan.bulk_slices} x {b.plan.bulk_seconds} s"
         b.report.add(Row("bulk /api/random?bytes=65536&encoding=binary", "MB/s", mb_s, "MB/s",
                          ">= 1000 MB/s", verdict(mb_s >= 1000 and errors == 0), errors=errors,
-                         note=f"{b.plan.bulk_slices} x {b.plan.bulk_seconds} s, pool refilled "
-                         "before each"))  # fmt: skip
+                         note=f"{slices}, {pool}{dry}"))  # fmt: skip
     stop(gateway.proc)
 
 
 def case_accesslog(b: Bench) -> None:
-    path = SMALL_PATHS[0]
+    """Every small route with the access log off and on at its default (level info, JSON)."""
+    rps: dict[bool, dict[str, float]] = {}
     for on in (False, True):
         gateway = b.gateway(buffer_bytes=256 * MIB, access_log=on,
                             log_level="info" if on else "warning")  # fmt: skip
         b.fill(gateway)
-        result = _wrk(b, gateway, path, b.plan.wrk_seconds, refill=False)
+        state = "on (level info)" if on else "off"
+        rps[on] = {}
+        for path in SMALL_PATHS:
+            result = _wrk(b, gateway, path, b.plan.wrk_seconds, refill=False)
+            rps[on][path] = result["rps"]
+            b.report.details[f"accesslog_{on} {path}"] = result
+            small_row(b, f"access log {state}: {path}", result)
         assert gateway.stderr_file is not None  # start_gateway always captures it
         log_bytes = os.fstat(gateway.stderr_file.fileno()).st_size
-        b.report.details[f"accesslog_{on}"] = {**result, "log_bytes": log_bytes}
-        state = "on (level info)" if on else "off"
-        small_row(b, f"access log {state}: {path}", result,
-                  f"log written: {log_bytes / MB:.1f} MB")  # fmt: skip
+        b.report.details[f"accesslog_{on}"] = {"log_bytes": log_bytes}
         stop(gateway.proc)
-    off = b.report.details["accesslog_False"]["rps"]
-    on_rps = b.report.details["accesslog_True"]["rps"]
-    b.report.add(Row("access log cost", "slowdown", 100 * (1 - on_rps / off), "%",
-                     note="1 - on/off for /api/random?bytes=32"))  # fmt: skip
+    slowdowns = [1 - rps[True][path] / rps[False][path] for path in SMALL_PATHS]
+    b.report.add(Row("access log cost", "slowdown", 100 * max(slowdowns), "%",
+                     note="worst 1 - on/off of the small routes; log written "
+                     f"{b.report.details['accesslog_True']['log_bytes'] / MB:.1f} MB"))  # fmt: skip
 
 
 def case_granian_gateway(b: Bench) -> None:

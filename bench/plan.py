@@ -11,7 +11,12 @@ MB: Final = 1_000_000
 KIB: Final = 1024
 MIB: Final = 1024 * 1024
 HOST: Final = "127.0.0.1"
-SMALL_PATHS: Final = ("/api/random?bytes=32", "/api/integers?count=10", "/api/uuid")
+SMALL_PATHS: Final = (
+    "/api/random?bytes=32",
+    "/api/integers?count=10",
+    "/api/floats?count=10",
+    "/api/uuid",
+)
 BULK_PATH: Final = "/api/random?bytes=65536&encoding=binary"
 BULK_BYTES: Final = 65_536
 LATENCY_RATE: Final = 1000.0
@@ -64,5 +69,5 @@ class Plan:
         if quick:
             return cls(True, 2, 1, 32, 1, 3.0, 16, 1, 1, 512 * MIB, 1.5, 8, 64 * MIB, 4.0, 1,
                        [60.0], [100.0], 1.0, 0.2)  # fmt: skip
-        return cls(False, 5, 1, 32, 1, 10.0, 16, 3, 2, 2048 * MIB, 3.0, 8, 768 * MIB, 10.0, 1,
+        return cls(False, 5, 1, 32, 1, 10.0, 16, 3, 1, 4096 * MIB, 3.0, 8, 768 * MIB, 10.0, 1,
                    [30.0, 60.0], [60.0, 100.0, 150.0], 3.0, 1.0)  # fmt: skip
