@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from typing import Any
 
 import pytest
 import structlog
@@ -66,3 +67,28 @@ async def test_lines_leave_in_batches_and_none_is_lost(
         await asyncio.sleep(0.01)  # polling for the loop's timer, bounded by the deadline
         written += capsys.readouterr().err
     assert [line["status"] for line in _lines(written)] == [429]
+
+
+@pytest.mark.anyio
+async def test_one_flush_timer_at_a_time_however_many_batches(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full batches flush at once and leave the one timer running: before, every batch
+    scheduled a timer of its own (782 pending after 200,000 lines)."""
+    loop = asyncio.get_running_loop()
+    scheduled: list[asyncio.TimerHandle] = []
+    call_later = loop.call_later
+
+    def counted(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        handle = call_later(delay, callback, *args)
+        scheduled.append(handle)
+        return handle
+
+    monkeypatch.setattr(loop, "call_later", counted)
+    access = AccessLog()
+    for i in range(10 * AccessLog.FLUSH_LINES + 1):
+        access.write("uuid", 200, i, 0.001, "-")
+    assert len(scheduled) == 1
+    assert len(_lines(capsys.readouterr().err)) == 10 * AccessLog.FLUSH_LINES
+    access.flush()
+    scheduled[0].cancel()
