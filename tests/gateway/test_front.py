@@ -147,6 +147,28 @@ async def test_every_parameter_is_checked_before_anything_is_drawn(
 
 
 @pytest.mark.anyio
+async def test_with_the_access_log_off_a_5xx_is_still_logged_the_fast_way(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A dry pool answers 503 to every retry: each is logged with the access log off too, but
+    batched like access lines, not through structlog (which cost 3x the request: 13.6k
+    against 24k answers a second over HTTP); a 200 is not logged at all."""
+    app = build_app(EntropyService(_settings(QRNG_ACCESS_LOG="false")))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        capsys.readouterr()
+        dry = await client.get("/api/integers?count=10", headers=BEARER)
+        assert dry.status_code == 503
+        assert capsys.readouterr().err == ""  # waiting in the batch
+        await _fill(client, 4096)
+        served = await client.get("/api/integers?count=10", headers=BEARER)
+        assert served.status_code == 200
+        app.flush_log()
+    logs = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(e["endpoint"], e["status"]) for e in logs] == [("integers", 503)]
+
+
+@pytest.mark.anyio
 async def test_a_request_the_pool_can_never_hold_is_a_400_before_anything_is_charged() -> None:
     """1000 integers are 8000 bytes: on a 1 KiB pool that is never there, so a 503 saying
     "retry" would be a lie. With a budget of 8000 bytes a second, the refusal charged

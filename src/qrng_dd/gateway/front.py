@@ -205,10 +205,14 @@ class Front:
     def _finish(self, name: str, reply: Reply, started: float, key: str) -> None:
         status = reply.status
         self._stats.record(name, status, perf_counter() - started)
-        if self._access_log and self._fast_log is not None and status < 500:
+        if not (self._access_log or status >= 500):
+            return
+        # A 5xx is logged with the access log off too; mostly an honest 503 from a dry pool,
+        # one per request while clients retry: through structlog that cost 3x the request.
+        if self._fast_log is not None:
             key_name = self._fingerprints.get(key, "-")
             self._fast_log.write(name, status, len(reply.body), perf_counter() - started, key_name)
-        elif self._access_log or status >= 500:
+        else:
             log.info(
                 "request",
                 endpoint=name,
