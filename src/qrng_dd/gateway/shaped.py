@@ -127,8 +127,14 @@ def _check_strings(args: Args) -> None:
         raise bad_parameter("'alphabet' must not repeat a character")
 
 
+def _item_count(args: Args) -> int:
+    """The items of a shuffle, counted without splitting them."""
+    count: int = args["items"].count(",") + 1
+    return count
+
+
 def _check_shuffle(args: Args) -> None:
-    items = args["items"].count(",") + 1
+    items = _item_count(args)
     if items > MAX_ITEMS:
         raise bad_parameter(f"'items' must hold at most {MAX_ITEMS} items, got {items}")
 
@@ -166,7 +172,7 @@ def _strings_bound(args: Args) -> int:
 
 
 def _shuffle_bound(args: Args) -> int:
-    items = args["items"].count(",") + 1
+    items = _item_count(args)
     return read_bound(*shapes.sample_reads(items, items))
 
 
@@ -267,7 +273,7 @@ ROUTES: Final[tuple[Route, ...]] = (
                 kind="text",
             ),
         ),
-        lambda args: 8 * (args["items"].count(",") + 1),
+        lambda args: 8 * _item_count(args),
         _TEXTS,
         _check_shuffle,
         _shuffle_bound,
